@@ -1,0 +1,1 @@
+"""voxperf.engines.stt."""

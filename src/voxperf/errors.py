@@ -1,0 +1,113 @@
+"""voxperf's exceptions and exit codes.
+
+Every user mistake or environment problem is one of these, never a bare traceback. Each error
+carries a message that names the problem, a hint that names the fix, a process exit code for the
+CLI and an HTTP status for the service::
+
+    VoxperfError                     base; exit 2 / HTTP 400
+    ├── UsageError                   bad option or value;                exit 2 / 400
+    │   ├── UnknownEngineError       engine name not registered;         exit 2 / 400
+    │   └── SchemaVersionError       result file of an unknown version;  exit 2 / 422
+    ├── DependencyMissingError       optional package or binary absent;  exit 2 / 501
+    ├── FixtureError                 fixture set empty or unreadable;    exit 2 / 400
+    ├── AudioError                   audio unreadable, corrupt or empty; exit 4 / 422
+    ├── ModelNotFoundError           no weights for the requested model; exit 3 / 503
+    ├── EngineError                  an engine failed while running;     exit 3 / 502
+    └── PartialFailure               some fixtures failed, results of the rest were written; exit 4
+
+Exit codes live in one ``IntEnum`` (:class:`ExitCode`); the README documents them.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = [
+    "AudioError",
+    "DependencyMissingError",
+    "EngineError",
+    "ExitCode",
+    "FixtureError",
+    "ModelNotFoundError",
+    "PartialFailure",
+    "SchemaVersionError",
+    "UnknownEngineError",
+    "UsageError",
+    "VoxperfError",
+]
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the ``voxperf`` command."""
+
+    OK = 0
+    GATE_FAILED = 1  # a regression at error level (compare/gate)
+    USAGE = 2  # bad option, config, fixture set or missing optional dependency
+    PROVIDER = 3  # engine or model problem (missing weights, engine crashed, auth)
+    DATA = 4  # some inputs could not be processed; results for the rest were written
+
+
+class VoxperfError(Exception):
+    """Base of every voxperf error: ``message`` says what is wrong, ``hint`` how to fix it."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+    http_status: int = 400
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(VoxperfError):
+    """An option or value the user gave cannot be used."""
+
+
+class UnknownEngineError(UsageError):
+    """An engine spec names an engine voxperf does not know."""
+
+
+class SchemaVersionError(UsageError):
+    """A result file has a schema version this voxperf cannot read."""
+
+    http_status = 422
+
+
+class DependencyMissingError(VoxperfError):
+    """An optional Python package or external binary is not installed."""
+
+    http_status = 501
+
+
+class FixtureError(VoxperfError):
+    """The fixture set is empty, missing or malformed."""
+
+
+class AudioError(VoxperfError):
+    """Audio bytes could not be decoded (corrupt, truncated, empty or unsupported)."""
+
+    exit_code = ExitCode.DATA
+    http_status = 422
+
+
+class ModelNotFoundError(VoxperfError):
+    """No local weights were found for a model."""
+
+    exit_code = ExitCode.PROVIDER
+    http_status = 503
+
+
+class EngineError(VoxperfError):
+    """An engine raised while loading or running."""
+
+    exit_code = ExitCode.PROVIDER
+    http_status = 502
+
+
+class PartialFailure(VoxperfError):
+    """Some fixtures failed; results for the ones that worked were still written."""
+
+    exit_code = ExitCode.DATA
