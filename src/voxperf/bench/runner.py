@@ -1,0 +1,654 @@
+"""The bench runner: fixtures × levels × iterations through both pipelines, in one or two lanes.
+
+Lanes:
+
+* ``provider`` — the real engines named by the specs (faster-whisper, Piper, Silero ...);
+* ``codepath`` — deterministic fakes of the same Protocols with configurable simulated latency,
+  so what remains is voxperf's and the pipeline's own overhead. Its numbers are labelled as such.
+
+Each iteration interleaves fixtures and levels (A B A B) so slow drift of a noisy machine spreads
+over all of them. Warm-up iterations run the same work and are recorded with ``warmup: true`` but
+excluded from statistics. Engine load and warm-up are timed separately from requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from voxperf import __version__
+from voxperf.audio.fixtures import Fixture, default_cache_dir, load_fixtures, make_fixture
+from voxperf.audio.texts import VARIANTS
+from voxperf.bench import stats
+from voxperf.bench.environment import ResourceSampler, git_info, machine_info
+from voxperf.bench.schema import (
+    LANES,
+    PIPELINES,
+    BenchResult,
+    EngineRecord,
+    FailureRecord,
+    FixtureRecord,
+    Flag,
+    GroupSummary,
+    LaneResult,
+    Resources,
+    RunRecord,
+    SummaryRecord,
+)
+from voxperf.engines.registry import EngineSpec, create_engine, parse_spec
+from voxperf.errors import EngineError, UsageError, VoxperfError
+from voxperf.pipeline.dictation import ENCODE_FORMATS, DictationPipeline, DictationResult
+from voxperf.pipeline.sinks import parse_audio_sink, parse_text_sink
+from voxperf.pipeline.speech import SpeechPipeline, SpeechResult
+from voxperf.trace.core import Trace
+from voxperf.trace.metrics import NS_PER_MS, overhead_ns, rtfx, stage_totals_ns, total_ns, total_stage_ns, wer
+from voxperf.trace.stages import ENGINE_STAGES, Stage
+
+__all__ = [
+    "DEFAULT_SPECS",
+    "LEVELS",
+    "METRIC_UNITS",
+    "BenchConfig",
+    "BenchOutcome",
+    "parse_fake_latency",
+    "run_bench",
+]
+
+LEVELS = ("raw", "clean", "polish")
+DEFAULT_SPECS = {"stt": "faster-whisper", "tts": "piper", "vad": "silero", "rewrite": "local"}
+FAKE_STAGES = {"stt": "stt", "tts": "tts", "synthesize": "tts", "vad": "vad", "rewrite": "rewrite"}
+
+# metric key -> unit; the only list of summarised metrics (report code imports it)
+METRIC_UNITS: dict[str, str] = {
+    **{f"{s.value}_ms": "ms" for s in Stage},
+    "total_ms": "ms",
+    "total_stage_ms": "ms",
+    "overhead_ms": "ms",
+    "ttfa_ms": "ms",
+    "first_chunk_ms": "ms",
+    "generation_ms": "ms",
+    "streaming_ms": "ms",
+    "leading_silence_ms": "ms",
+    "cpu_ms": "ms",
+    "stt_rtfx": "x",
+    "rtfx": "x",
+    "streaming_efficiency": "ratio",
+    "wer": "ratio",
+}
+# a provider-lane engine stage faster than this (per request) did not do real work (seed 003)
+IMPLAUSIBLE_FLOOR_MS = {"stt_ms": 1.0, "synthesize_ms": 1.0, "vad_ms": 0.02, "ttfa_ms": 0.5}
+
+
+def parse_fake_latency(text: str | None) -> dict[str, float]:
+    """``stt=60ms,rewrite=100ms`` -> {"stt": 0.06, "rewrite": 0.1} (seconds)."""
+    from voxperf.engines.fakes import parse_duration_s
+
+    out: dict[str, float] = {}
+    if not text:
+        return out
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in FAKE_STAGES:
+            raise UsageError(
+                f"bad --fake-latency entry {part.strip()!r}",
+                f"write stage=duration with stage in {', '.join(sorted(FAKE_STAGES))}, e.g. stt=60ms",
+            )
+        out[FAKE_STAGES[key]] = parse_duration_s(value.strip())
+    return out
+
+
+@dataclass
+class BenchConfig:
+    """Everything a bench run depends on; recorded verbatim in the result's ``config``."""
+
+    lanes: tuple[str, ...] = LANES
+    pipelines: tuple[str, ...] = PIPELINES
+    fixtures: Path | None = None  # directory or JSONL manifest; None = built-in variants
+    variants: tuple[str, ...] = ("short", "medium")
+    levels: tuple[str, ...] = ("raw", "clean")
+    stt: str = DEFAULT_SPECS["stt"]
+    tts: str = DEFAULT_SPECS["tts"]
+    vad: str = DEFAULT_SPECS["vad"]  # or "none"
+    rewrite: str = DEFAULT_SPECS["rewrite"]
+    iterations: int = 5
+    warmup: int = 1
+    fake_latency: dict[str, float] = field(default_factory=dict)  # seconds per fake stage
+    encode: str = "flac"
+    paste: str = "null"
+    audio_sink: str = "null"
+    cache_dir: Path | None = None
+    resamples: int = 2000
+    keep_traces: bool = False
+
+    def validate(self) -> None:
+        """Refuse impossible combinations before any model loads."""
+        _subset("--lane", self.lanes, LANES)
+        _subset("--pipeline", self.pipelines, PIPELINES)
+        _subset("--levels", self.levels, LEVELS)
+        if self.fixtures is None:
+            _subset("--variant", self.variants, tuple(VARIANTS))
+        if self.iterations < 1:
+            raise UsageError(
+                f"--iterations must be at least 1, got {self.iterations}", "use e.g. --iterations 5"
+            )
+        if self.warmup < 0:
+            raise UsageError(f"--warmup cannot be negative, got {self.warmup}", "use 0 to skip warm-up")
+        if self.encode not in ENCODE_FORMATS:
+            raise UsageError(f"unknown --encode {self.encode!r}", f"use one of {', '.join(ENCODE_FORMATS)}")
+        for role in ("stt", "tts", "rewrite"):
+            parse_spec(role, getattr(self, role))
+        if self.vad != "none":
+            parse_spec("vad", self.vad)
+        if (
+            "polish" in self.levels
+            and "provider" in self.lanes
+            and parse_spec("rewrite", self.rewrite).name != "openai"
+        ):
+            raise UsageError(
+                "processing level 'polish' needs an OpenAI-compatible endpoint",
+                "pass --rewrite openai:base_url=URL,model=NAME, or drop polish from --levels",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fixtures"] = str(self.fixtures) if self.fixtures else None
+        d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
+        d["fake_latency_ms"] = {k: v * 1000 for k, v in d.pop("fake_latency").items()}
+        for k in ("lanes", "pipelines", "variants", "levels"):
+            d[k] = list(d[k])
+        return d
+
+
+def _subset(option: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    if not values:
+        raise UsageError(f"{option} is empty", f"choose from {', '.join(allowed)}")
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise UsageError(f"unknown {option} value(s): {', '.join(bad)}", f"choose from {', '.join(allowed)}")
+
+
+Progress = Callable[..., None]  # (description, advance, total=None)
+
+
+@dataclass
+class BenchOutcome:
+    """The result plus what happened on the way (warnings, kept traces)."""
+
+    result: BenchResult
+    warnings: list[str]
+    traces: list[tuple[Trace, dict[str, Any]]]
+    dictation_runs: list[tuple[str, DictationResult]]  # (lane, result) of measured runs, for NDJSON
+
+    @property
+    def failures(self) -> list[FailureRecord]:
+        return [f for lane in self.result.lanes.values() for f in lane.failures]
+
+
+class _Engines:
+    """Engines created once per spec and shared between fixture making and lanes."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[Any, EngineRecord]] = {}
+        self._warmed: set[str] = set()
+
+    def get(self, spec: EngineSpec, *, policy: str, warm: bool = True, **extra: Any) -> tuple[Any, EngineRecord]:
+        """The engine for a spec, created once (load timed) and warmed up once before timed use."""
+        key = f"{spec.role}:{spec}:{sorted(extra.items())}"
+        if key not in self._cache:
+            t0 = time.perf_counter_ns()
+            try:
+                engine = create_engine(spec, **extra)
+            except VoxperfError:
+                raise
+            except Exception as exc:  # an engine package failing to load is a provider problem
+                raise EngineError(f"{spec.role} engine {spec.name!r} failed to load: {exc}", "check its options") from exc
+            record = EngineRecord(
+                **engine.info.to_dict(),
+                spec=str(spec),
+                selectionPolicy=policy,  # type: ignore[arg-type]
+                loadMs=(time.perf_counter_ns() - t0) / NS_PER_MS,
+                warmupMs=0.0,
+            )
+            self._cache[key] = (engine, record)
+        engine, record = self._cache[key]
+        if warm and key not in self._warmed:
+            t1 = time.perf_counter_ns()
+            engine.warmup()
+            record = record.model_copy(update={"warmupMs": (time.perf_counter_ns() - t1) / NS_PER_MS})
+            self._cache[key] = (engine, record)
+            self._warmed.add(key)
+        return engine, record
+
+
+def _fixture_record(fx: Fixture) -> FixtureRecord:
+    return FixtureRecord(
+        name=fx.name,
+        path=str(fx.path),
+        variant=fx.variant,
+        durationS=fx.duration_s,
+        sampleRate=fx.sample_rate,
+        bytes=fx.bytes,
+        sha256=fx.sha256,
+        hasTranscript=fx.text is not None,
+        text=fx.text,
+    )
+
+
+def _prepare_fixtures(config: BenchConfig, engines: _Engines, warnings: list[str]) -> list[Fixture]:
+    if config.fixtures is not None:
+        fixtures, found_warnings = load_fixtures(Path(config.fixtures))
+        warnings.extend(found_warnings)
+        return fixtures
+    # built-in fixtures are synthesised with Piper (cached by content hash)
+    tts, _ = engines.get(parse_spec("tts", DEFAULT_SPECS["tts"]), policy="default", warm=False)
+    cache = config.cache_dir or default_cache_dir()
+    return [make_fixture(v, tts, cache) for v in config.variants]
+
+
+def run_bench(
+    config: BenchConfig, *, progress: Progress | None = None, cwd: Path | None = None
+) -> BenchOutcome:
+    """Run the whole bench and build the versioned result."""
+    config.validate()
+    created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    warnings: list[str] = []
+    engines = _Engines()
+    fixtures = _prepare_fixtures(config, engines, warnings)
+    payloads: dict[str, bytes | Exception] = {}
+    for fx in fixtures:
+        try:
+            payloads[fx.name] = fx.path.read_bytes()
+        except OSError as exc:
+            payloads[fx.name] = exc
+    if progress:
+        per_lane = total_requests(config, len(fixtures), sum(1 for f in fixtures if f.text))
+        progress("running", 0, per_lane * len(config.lanes))
+    traces: list[tuple[Trace, dict[str, Any]]] = []
+    dictation_runs: list[tuple[str, DictationResult]] = []
+    lanes: dict[str, LaneResult] = {}
+    for lane in config.lanes:
+        lanes[lane] = _run_lane(lane, config, engines, fixtures, payloads, progress, traces, dictation_runs)
+    result = BenchResult(
+        tool={"version": __version__},  # type: ignore[arg-type]
+        createdAt=created,
+        config=config.to_dict(),
+        git=git_info(cwd),  # type: ignore[arg-type]
+        machine=machine_info(),  # type: ignore[arg-type]
+        fixtures=[_fixture_record(f) for f in fixtures],
+        lanes=lanes,
+    )
+    return BenchOutcome(result=result, warnings=warnings, traces=traces, dictation_runs=dictation_runs)
+
+
+def total_requests(config: BenchConfig, fixtures: int, speech_fixtures: int) -> int:
+    """How many requests one lane runs (for the progress bar)."""
+    per_iter = 0
+    if "dictation" in config.pipelines:
+        per_iter += fixtures * len(config.levels)
+    if "speech" in config.pipelines:
+        per_iter += speech_fixtures
+    return per_iter * (config.iterations + config.warmup)
+
+
+def _lane_engines(
+    lane: str, config: BenchConfig, engines: _Engines
+) -> tuple[dict[str, Any], list[EngineRecord]]:
+    """Create (or reuse) the engines of a lane: real specs, or fakes with simulated latency."""
+    made: dict[str, Any] = {}
+    records: list[EngineRecord] = []
+    roles = ["stt", "rewrite"] if "dictation" in config.pipelines else []
+    if "speech" in config.pipelines:
+        roles.append("tts")
+    if config.vad != "none":
+        roles.append("vad")
+    for role in roles:
+        if lane == "codepath":
+            latency = config.fake_latency.get(role, 0.0)
+            spec = EngineSpec(role=role, name="fake", options={"latency": f"{latency}s"})
+            policy = "forced"
+        else:
+            text = getattr(config, role)
+            spec = parse_spec(role, text)
+            policy = "default" if text == DEFAULT_SPECS[role] else "forced"
+        engine, record = engines.get(spec, policy=policy)
+        made[role] = engine
+        records.append(record)
+    return made, records
+
+
+def _run_lane(
+    lane: str,
+    config: BenchConfig,
+    engines: _Engines,
+    fixtures: list[Fixture],
+    payloads: dict[str, bytes | Exception],
+    progress: Progress | None,
+    traces: list[tuple[Trace, dict[str, Any]]],
+    dictation_runs: list[tuple[str, DictationResult]],
+) -> LaneResult:
+    failures: list[FailureRecord] = []
+    records: list[RunRecord] = []
+    with ResourceSampler() as sampler:
+        made, engine_records = _lane_engines(lane, config, engines)
+        dictation = speech = None
+        if "dictation" in config.pipelines:
+            dictation = DictationPipeline(
+                made["stt"],
+                made["rewrite"],
+                vad=made.get("vad"),
+                sink=parse_text_sink(config.paste),
+                encode_format=config.encode,
+            )
+        if "speech" in config.pipelines:
+            speech = SpeechPipeline(
+                made["tts"], sink=parse_audio_sink(config.audio_sink), vad=made.get("vad")
+            )
+        speech_fixtures = [f for f in fixtures if f.text]
+        failed: set[tuple[str, str]] = set()
+        label = f"{lane} lane"
+        for it in range(config.warmup + config.iterations):
+            warm = it < config.warmup
+            phase = "warm-up" if warm else f"iteration {it - config.warmup + 1}/{config.iterations}"
+            if dictation is not None:
+                for fx in fixtures:
+                    for level in config.levels:
+                        if progress:
+                            progress(f"{label} · dictation · {fx.name} · {level} · {phase}", 1)
+                        if ("dictation", fx.name) in failed:
+                            continue
+                        payload = payloads[fx.name]
+                        with _capture_failure(failures, failed, "dictation", fx.name, level):
+                            if isinstance(payload, Exception):
+                                raise UsageError(
+                                    f"cannot read fixture {fx.path}: {payload}", "check the file"
+                                )
+                            rec, res = _dictation_run(dictation, payload, fx, level, it, warm, lane)
+                            records.append(rec)
+                            if config.keep_traces:
+                                traces.append(
+                                    (res.trace, _labels(lane, "dictation", fx.name, level, it, warm))
+                                )
+                            if not warm:
+                                dictation_runs.append((lane, res))
+            if speech is not None:
+                for fx in speech_fixtures:
+                    if progress:
+                        progress(f"{label} · speech · {fx.name} · {phase}", 1)
+                    if ("speech", fx.name) in failed:
+                        continue
+                    with _capture_failure(failures, failed, "speech", fx.name, None):
+                        rec, sres = _speech_run(speech, fx, it, warm, lane)
+                        records.append(rec)
+                        if config.keep_traces:
+                            traces.append((sres.trace, _labels(lane, "speech", fx.name, None, it, warm)))
+    summaries = _summaries(records, fixtures, config.resamples)
+    flags = _flags(lane, engine_records, summaries, records, config)
+    return LaneResult(
+        lane=lane,  # type: ignore[arg-type]
+        label=_lane_label(lane, config),
+        fakeLatencyMs={k: v * 1000 for k, v in config.fake_latency.items()} if lane == "codepath" else {},
+        engines=engine_records,
+        runs=records,
+        summaries=summaries,
+        resources=Resources(**sampler.result),
+        flags=flags,
+        failures=failures,
+    )
+
+
+def _lane_label(lane: str, config: BenchConfig) -> str:
+    if lane == "codepath":
+        lat = (
+            ", ".join(f"{k}={v * 1000:g}ms" for k, v in config.fake_latency.items()) or "no simulated latency"
+        )
+        return f"codepath lane: deterministic fake engines ({lat}); measures pipeline overhead, not engines"
+    return "provider lane: real engines"
+
+
+def _labels(lane: str, pipeline: str, fixture: str, level: str | None, it: int, warm: bool) -> dict[str, Any]:
+    return {
+        "lane": lane,
+        "pipeline": pipeline,
+        "fixture": fixture,
+        "level": level,
+        "iteration": it,
+        "warmup": warm,
+    }
+
+
+@contextlib.contextmanager
+def _capture_failure(
+    failures: list[FailureRecord],
+    failed: set[tuple[str, str]],
+    pipeline: str,
+    fixture: str,
+    level: str | None,
+) -> Iterator[None]:
+    """Record a fixture's failure once and stop retrying it; the other fixtures go on."""
+    try:
+        yield
+    except VoxperfError as exc:
+        failed.add((pipeline, fixture))
+        failures.append(
+            FailureRecord(
+                pipeline=pipeline,
+                fixture=fixture,
+                level=level,
+                error=type(exc).__name__,
+                message=exc.message,
+                hint=exc.hint,
+            )
+        )
+    except Exception as exc:  # an engine crashing on one input must not lose the others
+        failed.add((pipeline, fixture))
+        failures.append(
+            FailureRecord(
+                pipeline=pipeline,
+                fixture=fixture,
+                level=level,
+                error=type(exc).__name__,
+                message=str(exc)[:500],
+                hint="the engine raised; see the message",
+            )
+        )
+
+
+def _dictation_run(
+    pipeline: DictationPipeline, payload: bytes, fx: Fixture, level: str, it: int, warm: bool, lane: str
+) -> tuple[RunRecord, DictationResult]:
+    cpu0 = time.process_time_ns()
+    res = pipeline.run(payload, level, name=fx.name)
+    cpu = time.process_time_ns() - cpu0
+    trace = res.trace
+    stages = stage_totals_ns(trace)
+    metrics: dict[str, float | None] = {f"{k}_ms": v / NS_PER_MS for k, v in stages.items()}
+    metrics.update(
+        total_ms=total_ns(trace) / NS_PER_MS,
+        total_stage_ms=total_stage_ns(trace) / NS_PER_MS,
+        overhead_ms=overhead_ns(trace) / NS_PER_MS,
+        cpu_ms=cpu / NS_PER_MS,
+        audio_s=res.audio_s,
+        original_bytes=res.original_bytes,
+        encoded_bytes=res.encoded_bytes,
+    )
+    # RTFx and WER describe an engine: in the codepath lane the "engine" is a fake, so they are omitted
+    stt = stages.get(Stage.STT, 0)
+    real = lane == "provider"
+    metrics["stt_rtfx"] = rtfx(res.audio_s, stt / 1e9) if (real and stt > 0) else None
+    metrics["wer"] = wer(fx.text, res.text) if (real and fx.text) else None
+    rec = RunRecord(
+        pipeline="dictation",
+        fixture=fx.name,
+        level=level,
+        iteration=it,
+        warmup=warm,
+        requestId=trace.request_id,
+        stagesNs=stages,
+        totalNs=total_ns(trace),
+        totalStageNs=total_stage_ns(trace),
+        cpuNs=cpu,
+        metrics=metrics,
+    )
+    return rec, res
+
+
+def _speech_run(
+    pipeline: SpeechPipeline, fx: Fixture, it: int, warm: bool, lane: str
+) -> tuple[RunRecord, SpeechResult]:
+    assert fx.text is not None
+    cpu0 = time.process_time_ns()
+    res = pipeline.run(fx.text)
+    cpu = time.process_time_ns() - cpu0
+    trace = res.trace
+    stages = stage_totals_ns(trace)
+    metrics: dict[str, float | None] = {f"{k}_ms": v / NS_PER_MS for k, v in stages.items()}
+    metrics.update(
+        total_ms=total_ns(trace) / NS_PER_MS,
+        total_stage_ms=total_stage_ns(trace) / NS_PER_MS,
+        overhead_ms=overhead_ns(trace) / NS_PER_MS,
+        cpu_ms=cpu / NS_PER_MS,
+        ttfa_ms=res.ttfa_ns / NS_PER_MS if res.ttfa_ns is not None else None,
+        first_chunk_ms=res.first_chunk_ns / NS_PER_MS,
+        generation_ms=res.generation_ns / NS_PER_MS,
+        streaming_ms=res.streaming_ns / NS_PER_MS,
+        leading_silence_ms=res.leading_silence_s * 1000 if res.leading_silence_s is not None else None,
+        rtfx=res.rtfx if lane == "provider" else None,
+        streaming_efficiency=res.streaming_efficiency if lane == "provider" else None,
+        audio_s=res.audio_s,
+        chunks=res.chunks,
+    )
+    events: dict[str, int] = {}
+    for ev in trace.events:
+        events.setdefault(ev.name, ev.t_ns - trace.start_ns)
+    rec = RunRecord(
+        pipeline="speech",
+        fixture=fx.name,
+        iteration=it,
+        warmup=warm,
+        requestId=trace.request_id,
+        stagesNs=stages,
+        totalNs=total_ns(trace),
+        totalStageNs=total_stage_ns(trace),
+        cpuNs=cpu,
+        metrics=metrics,
+        events=events,
+    )
+    return rec, res
+
+
+def _summary_record(s: stats.Summary) -> SummaryRecord:
+    return SummaryRecord.model_validate(s.to_dict())
+
+
+def _summaries(records: list[RunRecord], fixtures: list[Fixture], resamples: int) -> list[GroupSummary]:
+    """Per-fixture summaries and the byte-weighted aggregate, from pooled raw samples."""
+    weights = {f.name: float(max(f.bytes, 1)) for f in fixtures}
+    measured = [r for r in records if not r.warmup]
+    groups: dict[tuple[str, str | None], dict[str, list[RunRecord]]] = {}
+    for r in measured:
+        groups.setdefault((r.pipeline, r.level), {}).setdefault(r.fixture, []).append(r)
+    out: list[GroupSummary] = []
+    for (pipeline, level), by_fixture in groups.items():
+        metric_names = [
+            m
+            for m in METRIC_UNITS
+            if any(r.metrics.get(m) is not None for rs in by_fixture.values() for r in rs)
+        ]
+        aggregate: dict[str, SummaryRecord] = {}
+        per_fixture: dict[str, dict[str, SummaryRecord]] = {name: {} for name in by_fixture}
+        for metric in metric_names:
+            unit = METRIC_UNITS[metric]
+            weighted_groups = []
+            for name, runs in by_fixture.items():
+                values = [float(v) for r in runs if (v := r.metrics.get(metric)) is not None]
+                if not values:
+                    continue
+                per_fixture[name][metric] = _summary_record(
+                    stats.summarize(values, unit, resamples=resamples)
+                )
+                weighted_groups.append((values, weights[name]))
+            if weighted_groups:
+                agg = _summary_record(stats.summarize_weighted(weighted_groups, unit, resamples=resamples))
+                # pooled spread across fixtures of different lengths is not noise: the aggregate is
+                # noisy when one of its fixtures is, for that fixture's reasons
+                noisy = [n for n, m in per_fixture.items() if metric in m and m[metric].noisy]
+                agg.noisy = bool(noisy)
+                agg.notes = [f"{n}: {note}" for n in noisy for note in per_fixture[n][metric].notes]
+                aggregate[metric] = agg
+        out.append(GroupSummary(pipeline=pipeline, level=level, fixture=None, metrics=aggregate))  # type: ignore[arg-type]
+        for name, metrics in per_fixture.items():
+            out.append(GroupSummary(pipeline=pipeline, level=level, fixture=name, metrics=metrics))  # type: ignore[arg-type]
+    return out
+
+
+def _flags(
+    lane: str,
+    engines: list[EngineRecord],
+    summaries: list[GroupSummary],
+    records: list[RunRecord],
+    config: BenchConfig,
+) -> list[Flag]:
+    """Seed-003 guard and honesty labels: codepath, fake engines, implausible and noisy numbers."""
+    flags: list[Flag] = []
+    if lane == "codepath":
+        flags.append(Flag(kind="codepath", message=_lane_label(lane, config)))
+    else:
+        for e in engines:
+            if e.isFake:
+                flags.append(
+                    Flag(
+                        kind="fake",
+                        metric=f"{e.role}",
+                        message=f"provider lane ran a fake {e.role} engine: its {e.role} numbers are not engine measurements",
+                    )
+                )
+    resolution_ms = time.get_clock_info("perf_counter").resolution * 1000
+    engine_metrics = {f"{s.value}_ms" for s in ENGINE_STAGES}
+    for g in summaries:
+        for metric, s in g.metrics.items():
+            if (
+                lane == "provider"
+                and (metric in engine_metrics or metric == "ttfa_ms")
+                and METRIC_UNITS[metric] == "ms"
+            ):
+                floor = max(IMPLAUSIBLE_FLOOR_MS.get(metric, 0.0), resolution_ms)
+                if s.p50 < floor:
+                    flags.append(
+                        Flag(
+                            kind="implausible",
+                            pipeline=g.pipeline,
+                            level=g.level,
+                            fixture=g.fixture,
+                            metric=metric,
+                            message=f"{metric} p50 {s.p50:.4f} ms is below {floor:g} ms: no real engine is that fast; "
+                            "was a mock or cache measured? (seed 003)",
+                        )
+                    )
+            if s.noisy and g.fixture is None:
+                flags.append(
+                    Flag(
+                        kind="noisy",
+                        pipeline=g.pipeline,
+                        level=g.level,
+                        metric=metric,
+                        message="; ".join(s.notes) or "noisy",
+                    )
+                )
+    for r in records:
+        if r.pipeline == "speech" and not r.warmup and r.metrics.get("ttfa_ms") is None:
+            flags.append(
+                Flag(
+                    kind="no-audio",
+                    pipeline="speech",
+                    fixture=r.fixture,
+                    message="no audible sample was delivered",
+                )
+            )
+            break
+    return flags

@@ -1,0 +1,291 @@
+"""The ``voxperf`` command: one Typer app whose subcommands stay thin and call the library.
+
+Progress and tables go to stderr, machine output (``--json``) to stdout. Errors are one line
+(``error: ...`` plus ``hint: ...``) with an exit code from :class:`voxperf.errors.ExitCode`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from voxperf import __version__
+from voxperf.errors import ExitCode, PartialFailure, UsageError, VoxperfError
+
+app = typer.Typer(
+    name="voxperf",
+    help="How fast is your speech pipeline, really? Benchmarks real STT/TTS engines and voice pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+fixtures_app = typer.Typer(help="Make and inspect speech fixtures.", no_args_is_help=True)
+app.add_typer(fixtures_app, name="fixtures")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
+
+
+def _fail(exc: VoxperfError) -> typer.Exit:
+    console = _stderr()
+    console.print(f"[bold red]error:[/bold red] {exc.message}", markup=True, soft_wrap=True)
+    if exc.hint:
+        console.print(f"[dim]hint:[/dim] {exc.hint}", soft_wrap=True)
+    return typer.Exit(int(exc.exit_code))
+
+
+def handle_errors(fn: F) -> F:
+    """Turn voxperf errors into a one-line message and their exit code (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VoxperfError as exc:
+            raise _fail(exc) from None
+        except KeyboardInterrupt:
+            _stderr().print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _csv(value: str, option: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not items:
+        raise UsageError(f"{option} is empty", f"give a comma-separated list, e.g. {option} a,b")
+    return items
+
+
+@app.command()
+@handle_errors
+def bench(
+    lane: Annotated[str, typer.Option(help="provider | codepath | both")] = "both",
+    pipeline: Annotated[str, typer.Option(help="dictation,speech (comma-separated)")] = "dictation,speech",
+    fixtures: Annotated[
+        Path | None, typer.Option(help="Directory of audio + same-stem .txt, or a JSONL manifest")
+    ] = None,
+    variant: Annotated[str, typer.Option(help="Built-in fixtures: short,medium,long")] = "short,medium",
+    levels: Annotated[str, typer.Option(help="Processing levels: raw,clean,polish")] = "raw,clean",
+    stt: Annotated[
+        str, typer.Option(help="STT engine spec, e.g. faster-whisper:model=tiny.en,threads=2")
+    ] = "faster-whisper",
+    tts: Annotated[str, typer.Option(help="TTS engine spec, e.g. piper:voice=en_US-joe-medium")] = "piper",
+    vad: Annotated[
+        str, typer.Option(help="VAD engine spec (silero, webrtc:aggressiveness=2) or none")
+    ] = "silero",
+    rewrite: Annotated[
+        str, typer.Option(help="Rewrite engine: local, or openai:base_url=...,model=...")
+    ] = "local",
+    iterations: Annotated[int, typer.Option(help="Measured iterations per fixture and level")] = 5,
+    warmup: Annotated[int, typer.Option(help="Warm-up iterations (run, recorded, excluded from stats)")] = 1,
+    fake_latency: Annotated[
+        str, typer.Option(help="Codepath lane simulated latency, e.g. stt=60ms,rewrite=100ms")
+    ] = "",
+    encode: Annotated[str, typer.Option(help="Upload-style encode: flac | opus | wav | none")] = "flac",
+    paste: Annotated[
+        str, typer.Option(help="Text sink: null | file:PATH | clipboard | 'cmd:xdotool type --'")
+    ] = "null",
+    audio_sink: Annotated[str, typer.Option(help="Audio sink for speech: null | wav:PATH")] = "null",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result JSON here")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the full result JSON on stdout")] = False,
+    trace: Annotated[Path | None, typer.Option(help="Write a Chrome trace (open in Perfetto)")] = None,
+    events: Annotated[Path | None, typer.Option(help="Write seed-000 pipeline_timing NDJSON events")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Fixture cache (default ~/.cache/voxperf/fixtures)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table")] = False,
+) -> None:
+    """Run speech engines and pipelines on fixtures and report per-stage latency, TTFA, RTFx, WER."""
+    from voxperf.bench.runner import BenchConfig, parse_fake_latency
+
+    lanes = ("provider", "codepath") if lane == "both" else _csv(lane, "--lane")
+    config = BenchConfig(
+        lanes=lanes,
+        pipelines=_csv(pipeline, "--pipeline"),
+        fixtures=fixtures,
+        variants=_csv(variant, "--variant"),
+        levels=_csv(levels, "--levels"),
+        stt=stt,
+        tts=tts,
+        vad=vad,
+        rewrite=rewrite,
+        iterations=iterations,
+        warmup=warmup,
+        fake_latency=parse_fake_latency(fake_latency),
+        encode=encode,
+        paste=paste,
+        audio_sink=audio_sink,
+        cache_dir=cache_dir,
+        keep_traces=trace is not None,
+    )
+    config.validate()
+    for path, what in ((output, "--output"), (trace, "--trace"), (events, "--events")):
+        if path is not None and not path.parent.exists():
+            raise UsageError(
+                f"{what} directory {path.parent} does not exist", "create it or choose another path"
+            )
+    _run_bench_command(config, output=output, json_out=json_out, trace=trace, events=events, quiet=quiet)
+
+
+def _run_bench_command(
+    config: Any, *, output: Path | None, json_out: bool, trace: Path | None, events: Path | None, quiet: bool
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from voxperf.bench.runner import run_bench
+    from voxperf.bench.schema import dump_result
+    from voxperf.bench.table import render_result
+    from voxperf.trace.export import chrome_trace, pipeline_timing_event, write_ndjson
+
+    console = _stderr()
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet,
+    )
+    with progress:
+        task = progress.add_task("preparing fixtures and engines", total=None)
+
+        def on_progress(description: str, advance: int, total: int | None = None) -> None:
+            if total is not None:
+                progress.update(task, total=total)
+            progress.update(task, description=description, advance=advance)
+
+        outcome = run_bench(config, progress=on_progress)
+    result = outcome.result
+    for w in outcome.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
+    if not quiet:
+        render_result(result, console)
+    # results first: whatever else fails, measured numbers are not lost
+    if output is None and not json_out:
+        commit = (result.git.commit or "nogit")[:12]
+        stamp = result.createdAt.replace(":", "").replace("-", "")
+        output = Path(".voxperf") / "runs" / f"{stamp}-{commit}.json"
+        output.parent.mkdir(parents=True, exist_ok=True)
+    text = dump_result(result, output)
+    if output is not None:
+        console.print(f"result written to {output}")
+    if json_out:
+        sys.stdout.write(text + "\n")
+    if trace is not None:
+        trace.write_text(json.dumps(chrome_trace(outcome.traces)))
+        console.print(f"Chrome trace written to {trace} (open in https://ui.perfetto.dev)")
+    if events is not None:
+        with events.open("w", encoding="utf-8") as fh:
+            n = write_ndjson(
+                (
+                    pipeline_timing_event(
+                        r.trace,
+                        processing_level=r.level,
+                        original_bytes=r.original_bytes,
+                        encoded_bytes=r.encoded_bytes,
+                        app_version=__version__,
+                    )
+                    for lane, r in outcome.dictation_runs
+                    if lane == "provider"
+                ),
+                fh,
+            )
+        console.print(f"{n} pipeline_timing events written to {events}")
+    failures = outcome.failures
+    if failures:
+        names = sorted({f"{f.pipeline}/{f.fixture}" for f in failures})
+        raise PartialFailure(
+            f"{len(names)} fixture run(s) failed ({', '.join(names)}); results of the others were written",
+            failures[0].hint or failures[0].message,
+        )
+
+
+@fixtures_app.command("make")
+@handle_errors
+def fixtures_make(
+    variant: Annotated[str, typer.Option(help="short | medium | long (comma-separated)")] = "short,medium",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Where fixtures are written (cached by content hash)")
+    ] = None,
+    tts: Annotated[str, typer.Option(help="TTS engine spec used to synthesise")] = "piper",
+    json_out: Annotated[bool, typer.Option("--json", help="Print fixture records as JSON")] = False,
+) -> None:
+    """Synthesise speech fixtures (audio + transcript) from built-in texts with Piper."""
+    from voxperf.audio.fixtures import default_cache_dir, make_fixture
+    from voxperf.audio.texts import VARIANTS
+    from voxperf.engines.registry import create_engine, parse_spec
+
+    variants = _csv(variant, "--variant")
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise UsageError(f"unknown --variant {', '.join(bad)}", f"choose from {', '.join(VARIANTS)}")
+    engine = create_engine(parse_spec("tts", tts))
+    made = [make_fixture(v, engine, cache_dir or default_cache_dir()) for v in variants]
+    if json_out:
+        sys.stdout.write(json.dumps([f.to_dict() for f in made], indent=2) + "\n")
+        return
+    console = _stderr()
+    for f in made:
+        console.print(
+            f"{f.variant:<7} {f.duration_s:6.2f} s  {f.bytes:>8} B  sha256 {f.sha256[:12]}  {f.path}"
+        )
+
+
+@app.command()
+@handle_errors
+def engines() -> None:
+    """List the engines voxperf knows, by role."""
+    from voxperf.engines.registry import REGISTRY
+
+    for role, names in REGISTRY.items():
+        typer.echo(f"{role}: {', '.join(sorted(names))}")
+
+
+@app.command()
+@handle_errors
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the JSON Schema here")] = None,
+) -> None:
+    """Print the JSON Schema of the bench result file (current version)."""
+    from voxperf.bench.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if output:
+        output.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def version() -> None:
+    """Print voxperf's version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except VoxperfError as exc:  # pragma: no cover - commands handle their own
+        console = _stderr()
+        console.print(f"error: {exc.message}")
+        sys.exit(int(exc.exit_code))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+__all__ = ["ExitCode", "app", "main"]

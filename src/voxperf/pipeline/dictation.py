@@ -1,0 +1,98 @@
+"""The dictation pipeline: decode → resample → VAD → encode → STT → rewrite → paste.
+
+One call of :meth:`DictationPipeline.run` is one request: a :class:`~voxperf.trace.core.Trace`
+starts before decoding (request start) and finishes after the text reached the sink. Each stage is
+a span named from :class:`~voxperf.trace.stages.Stage`. ``encode`` is upload-style (what a cloud
+STT would receive: original vs encoded bytes, seed 000); local engines are given the PCM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from voxperf.audio.codec import decode, encode, resample
+from voxperf.engines.base import Rewriter, STTEngine, VADEngine
+from voxperf.pipeline.sinks import NullSink, TextSink
+from voxperf.trace.core import Clock, Trace, default_clock
+from voxperf.trace.stages import Stage
+
+__all__ = ["ENCODE_FORMATS", "DictationPipeline", "DictationResult"]
+
+ENCODE_FORMATS = ("flac", "opus", "wav", "none")
+
+
+@dataclass(slots=True)
+class DictationResult:
+    """One dictation request: its trace and what it produced (text stays out of telemetry)."""
+
+    trace: Trace
+    level: str
+    transcript: str  # STT output before rewrite
+    text: str  # delivered text
+    audio_s: float  # duration of the audio given to STT (after VAD trim)
+    input_audio_s: float  # duration of the decoded input
+    original_bytes: int  # 16-bit PCM bytes of the audio given to STT
+    encoded_bytes: int  # bytes after encode (0 when encode is "none")
+
+
+class DictationPipeline:
+    """Audio bytes in, delivered text out, every stage traced."""
+
+    def __init__(
+        self,
+        stt: STTEngine,
+        rewriter: Rewriter,
+        *,
+        vad: VADEngine | None = None,
+        sink: TextSink | None = None,
+        encode_format: str = "flac",
+        clock: Clock = default_clock,
+    ) -> None:
+        if encode_format not in ENCODE_FORMATS:
+            from voxperf.errors import UsageError
+
+            raise UsageError(
+                f"unknown encode format {encode_format!r}", f"use one of {', '.join(ENCODE_FORMATS)}"
+            )
+        self.stt = stt
+        self.rewriter = rewriter
+        self.vad = vad
+        self.sink: TextSink = sink if sink is not None else NullSink()
+        self.encode_format = encode_format
+        self.clock = clock
+
+    def run(
+        self, data: bytes, level: str, *, name: str | None = None, request_id: str | None = None
+    ) -> DictationResult:
+        """Run one request on encoded audio bytes (as a file or upload would hold them)."""
+        trace = Trace(request_id, clock=self.clock, attrs={"pipeline": "dictation", "level": level})
+        with trace.span(Stage.DECODE):
+            audio = decode(data, name=name)
+        with trace.span(Stage.RESAMPLE):
+            speech = resample(audio, self.stt.sample_rate)
+        if self.vad is not None:
+            from voxperf.engines.vad.util import trim_silence
+
+            with trace.span(Stage.VAD):
+                speech = trim_silence(self.vad, speech)
+        encoded_bytes = 0
+        if self.encode_format != "none":
+            with trace.span(Stage.ENCODE):
+                encoded_bytes = len(encode(speech, self.encode_format))
+        with trace.span(Stage.STT):
+            transcript = self.stt.transcribe(speech)
+        with trace.span(Stage.REWRITE):
+            text = self.rewriter.rewrite(transcript.text, level)
+        with trace.span(Stage.PASTE):
+            self.sink.deliver(text)
+        trace.finish()
+        return DictationResult(
+            trace=trace,
+            level=level,
+            transcript=transcript.text,
+            text=text,
+            audio_s=speech.duration_s,
+            input_audio_s=audio.duration_s,
+            original_bytes=speech.num_samples * 2,
+            encoded_bytes=encoded_bytes,
+        )

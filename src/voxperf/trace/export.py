@@ -1,0 +1,165 @@
+"""Trace exporters: seed 000's ``pipeline_timing`` NDJSON event and Chrome trace JSON (Perfetto).
+
+Neither exporter ever writes transcript text or other user content: only stage names, timings,
+byte counts, the processing level and ids.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from voxperf.trace.core import Trace
+from voxperf.trace.metrics import NS_PER_MS, stage_ns, total_ns, total_stage_ns
+from voxperf.trace.stages import Stage
+
+__all__ = [
+    "PIPELINE_TIMING_FIELDS",
+    "PIPELINE_TIMING_SCHEMA_VERSION",
+    "chrome_trace",
+    "pipeline_timing_event",
+    "write_ndjson",
+]
+
+PIPELINE_TIMING_SCHEMA_VERSION = 1
+# exactly seed 000's fields, in its order
+PIPELINE_TIMING_FIELDS = (
+    "processing_level",
+    "total_ms",
+    "total_stage_ms",
+    "encode_ms",
+    "stt_ms",
+    "rewrite_ms",
+    "paste_ms",
+    "original_bytes",
+    "encoded_bytes",
+)
+
+
+def _ms(ns: int) -> int:
+    return round(ns / NS_PER_MS)
+
+
+def pipeline_timing_event(
+    trace: Trace,
+    *,
+    processing_level: str,
+    original_bytes: int,
+    encoded_bytes: int,
+    app_version: str,
+    app_build: str = "0",
+    os_version: str | None = None,
+    session_id: str | None = None,
+    timestamp: datetime | None = None,
+) -> dict[str, Any]:
+    """One seed-000 ``pipeline_timing`` line (schemaVersion 1) for a finished dictation trace.
+
+    Integer milliseconds, as in the seed. ``total_stage_ms`` is the seed's sum of encode, stt,
+    rewrite and paste (the seed's stages), so voxperf's front-end stages (decode, resample, vad)
+    show up in ``total_ms - total_stage_ms`` exactly as an app that does not time them would see.
+    """
+    stages = {s: stage_ns(trace, s) for s in (Stage.ENCODE, Stage.STT, Stage.REWRITE, Stage.PASTE)}
+    fields = {
+        "processing_level": processing_level,
+        "total_ms": _ms(total_ns(trace)),
+        "total_stage_ms": _ms(sum(stages.values())),
+        "encode_ms": _ms(stages[Stage.ENCODE]),
+        "stt_ms": _ms(stages[Stage.STT]),
+        "rewrite_ms": _ms(stages[Stage.REWRITE]),
+        "paste_ms": _ms(stages[Stage.PASTE]),
+        "original_bytes": int(original_bytes),
+        "encoded_bytes": int(encoded_bytes),
+    }
+    ts = (timestamp or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "schemaVersion": PIPELINE_TIMING_SCHEMA_VERSION,
+        "appVersion": app_version,
+        "appBuild": app_build,
+        "osVersion": os_version or platform.platform(terse=True),
+        "event": {
+            "timestamp": ts,
+            "name": "pipeline_timing",
+            "sessionID": session_id or str(uuid.uuid4()),
+            "fields": fields,
+        },
+    }
+
+
+def write_ndjson(events: Iterable[Mapping[str, Any]], fh: Any) -> int:
+    """Write one compact JSON object per line; returns the number of lines."""
+    n = 0
+    for ev in events:
+        fh.write(json.dumps(ev, separators=(",", ":")) + "\n")
+        n += 1
+    return n
+
+
+def chrome_trace(traces: Iterable[tuple[Trace, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Chrome trace-event JSON: each request on its own track (tid), spans as complete events.
+
+    ``traces`` pairs each trace with labels (lane, pipeline, fixture, level, iteration) that name
+    its track. Timestamps are microseconds relative to the earliest request start, so the file opens
+    in Perfetto (ui.perfetto.dev) or chrome://tracing.
+    """
+    items = list(traces)
+    events: list[dict[str, Any]] = []
+    if not items:
+        return {"traceEvents": events, "displayTimeUnit": "ms"}
+    origin = min(t.start_ns for t, _ in items)
+    pids: dict[str, int] = {}
+    for tid, (trace, labels) in enumerate(items, start=1):
+        lane = str(labels.get("lane", "voxperf"))
+        if lane not in pids:
+            pids[lane] = len(pids) + 1
+            events.append(
+                {"ph": "M", "name": "process_name", "pid": pids[lane], "args": {"name": f"{lane} lane"}}
+            )
+        pid = pids[lane]
+        track = " ".join(
+            str(labels[k]) for k in ("pipeline", "fixture", "level", "iteration") if labels.get(k) is not None
+        )
+        events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": track}})
+        args = {"request_id": trace.request_id, **{k: v for k, v in labels.items() if v is not None}}
+        events.append(
+            {
+                "name": str(labels.get("pipeline", "request")),
+                "cat": "request",
+                "ph": "X",
+                "ts": (trace.start_ns - origin) / 1000,
+                "dur": (trace.end_ns - trace.start_ns) / 1000,
+                "pid": pid,
+                "tid": tid,
+                "args": args,
+            }
+        )
+        for span in trace.spans:
+            events.append(
+                {
+                    "name": span.name,
+                    "cat": "stage",
+                    "ph": "X",
+                    "ts": (span.start_ns - origin) / 1000,
+                    "dur": (span.end_ns - span.start_ns) / 1000,
+                    "pid": pid,
+                    "tid": tid,
+                    "args": dict(span.attrs or {}),
+                }
+            )
+        for ev in trace.events:
+            events.append(
+                {
+                    "name": ev.name,
+                    "cat": "event",
+                    "ph": "i",
+                    "s": "t",
+                    "ts": (ev.t_ns - origin) / 1000,
+                    "pid": pid,
+                    "tid": tid,
+                    "args": dict(ev.attrs or {}),
+                }
+            )
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
