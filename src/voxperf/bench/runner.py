@@ -219,7 +219,9 @@ class _Engines:
         engine, record = self._cache[key]
         if warm and key not in self._warmed:
             t1 = time.perf_counter_ns()
-            engine.warmup()
+            warmup = getattr(engine, "warmup", None)  # rewriters have none
+            if warmup is not None:
+                warmup()
             record = record.model_copy(update={"warmupMs": (time.perf_counter_ns() - t1) / NS_PER_MS})
             self._cache[key] = (engine, record)
             self._warmed.add(key)

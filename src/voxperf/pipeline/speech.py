@@ -104,6 +104,7 @@ class SpeechPipeline:
             ttfa = ttfa_ns(start, delivered_ns[idx])
             trace.event(ClientEvent.FIRST_AUDIO_CHUNK, {"chunk": idx}, t_ns=delivered_ns[idx])
             leading = first / rate
+            trace.events.sort(key=lambda e: e.t_ns)  # the derived event goes in time order
         first_chunk = trace.first_event(ServerEvent.FIRST_CHUNK_GENERATED)
         generation = last_generated - start
         streaming = delivered_ns[-1] - start

@@ -1,0 +1,5 @@
+"""``python -m voxperf``."""
+
+from voxperf.cli import main
+
+main()

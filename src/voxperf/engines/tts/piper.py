@@ -1,0 +1,204 @@
+"""Piper text to speech (piper-tts, ONNX VITS voices), streamed one sentence at a time.
+
+Piper phonemises the whole text, then synthesises sentence by sentence; :meth:`PiperTTS.stream`
+hands each sentence's audio on as soon as it exists, so time to first audio is the time of the
+first sentence, not of the whole text.
+
+Deterministic by default: Piper's VITS voices draw random noise for prosody (``noise_scale``) and
+phoneme durations (``noise_w``), so with the voice's own values two runs give different waveforms
+*and different lengths*, which moves real-time factors and makes cached fixtures irreproducible.
+voxperf sets both to 0 unless asked otherwise; pass ``noise_scale=0.667,noise_w=0.8`` (the usual
+voice defaults) or ``noise_scale=voice,noise_w=voice`` to get the voice's own sampling back.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxperf.audio.pcm import Audio
+from voxperf.engines.base import EngineInfo
+from voxperf.engines.models import DEFAULT_PIPER_VOICE, resolve_piper_voice
+from voxperf.errors import DependencyMissingError, EngineError, ModelNotFoundError, UsageError
+
+__all__ = ["PiperTTS"]
+
+_WARMUP_TEXT = "Warming up."
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+class PiperTTS:
+    """A Piper voice as a :class:`~voxperf.engines.base.TTSEngine` (registry name ``piper``).
+
+    Options (strings from an engine spec, or typed values): ``voice`` (name or ``.onnx`` path),
+    ``length_scale`` (> 0; < 1 speaks faster; default: the voice's), ``noise_scale`` and
+    ``noise_w`` (>= 0 or ``voice``; default 0 = deterministic), ``speaker`` (id or name, for
+    multi-speaker voices) and ``use_cuda``.
+    """
+
+    def __init__(
+        self,
+        voice: str | os.PathLike[str] = DEFAULT_PIPER_VOICE,
+        length_scale: str | float | None = None,
+        noise_scale: str | float | None = 0.0,
+        noise_w: str | float | None = 0.0,
+        speaker: str | int | None = None,
+        use_cuda: str | bool = False,
+    ) -> None:
+        length = _parse_float("length_scale", length_scale, minimum=0.0, inclusive=False)
+        noise = _parse_float("noise_scale", noise_scale, minimum=0.0)
+        noise_width = _parse_float("noise_w", noise_w, minimum=0.0)
+        cuda = _parse_bool("use_cuda", use_cuda)
+        resolved = resolve_piper_voice(voice)
+        # Check the speaker against the voice's config before paying for the ONNX session.
+        voice_config = _read_voice_config(resolved.path)
+        speaker_id = _speaker_id(
+            speaker,
+            int(voice_config.get("num_speakers", 1)),
+            dict(voice_config.get("speaker_id_map") or {}),
+            resolved.name,
+        )
+        try:
+            from piper import PiperVoice, SynthesisConfig
+        except ImportError as exc:
+            raise DependencyMissingError(
+                f"the piper engine needs the piper-tts package ({exc})", "pip install piper-tts"
+            ) from exc
+        try:
+            self._voice = PiperVoice.load(resolved.path, use_cuda=cuda)
+        except Exception as exc:  # onnxruntime and JSON errors vary; all mean the voice did not load
+            raise EngineError(
+                f"Piper could not load voice {resolved.path}: {exc}",
+                "check that the .onnx file and its .onnx.json are complete and of the same voice",
+            ) from exc
+        config = self._voice.config
+        self._syn_config = SynthesisConfig(
+            speaker_id=speaker_id, length_scale=length, noise_scale=noise, noise_w_scale=noise_width
+        )
+        self.sample_rate: int = int(config.sample_rate)
+        self.info = EngineInfo(
+            role="tts",
+            name="piper",
+            version=_package_version("piper-tts"),
+            model=resolved.name,
+            model_path=str(resolved.path),
+            model_source=resolved.source,
+            settings={
+                "length_scale": config.length_scale if length is None else length,
+                "noise_scale": config.noise_scale if noise is None else noise,
+                "noise_w": config.noise_w_scale if noise_width is None else noise_width,
+                "speaker": speaker_id,
+                "use_cuda": cuda,
+                "sample_rate": self.sample_rate,
+                "deterministic": noise == 0.0 and noise_width == 0.0,
+            },
+        )
+
+    def stream(self, text: str) -> Iterator[Audio]:
+        """Yield one chunk per sentence as Piper finishes it (lazy: nothing runs until iterated)."""
+        if not isinstance(text, str) or not text.strip():
+            raise UsageError("Piper was given no text to speak", "pass a non-empty text")
+        return self._chunks(text)
+
+    def _chunks(self, text: str) -> Iterator[Audio]:
+        chunks = iter(self._voice.synthesize(text, self._syn_config))
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            except Exception as exc:  # onnxruntime / phonemizer failures surface here
+                raise EngineError(
+                    f"Piper failed while synthesising: {exc}", "check the voice and text"
+                ) from exc
+            samples = np.atleast_1d(np.asarray(chunk.audio_float_array, dtype=np.float32))
+            yield Audio(samples, int(chunk.sample_rate))
+
+    def warmup(self) -> None:
+        """Synthesise one short sentence so the first measured call pays no session start-up."""
+        for _ in self.stream(_WARMUP_TEXT):
+            pass
+
+
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _read_voice_config(model: Path) -> dict[str, Any]:
+    config_path = Path(f"{model}.json")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(
+            f"cannot read Piper voice config {config_path}: {exc}",
+            "download the voice's .onnx.json together with the .onnx file",
+        ) from exc
+    if not isinstance(config, dict):
+        raise ModelNotFoundError(
+            f"Piper voice config {config_path} is not a JSON object", "download it again"
+        )
+    return config
+
+
+def _parse_float(
+    option: str, value: str | float | None, *, minimum: float, inclusive: bool = True
+) -> float | None:
+    """A number from an option value; ``None``, ``""`` or ``"voice"`` mean "the voice's own value"."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "voice", "default")):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"piper option {option}={value!r} is not a number", f"e.g. {option}=1.0") from None
+    bad = not np.isfinite(number) or number < minimum or (not inclusive and number == minimum)
+    if bad:
+        bound = f"> {minimum:g}" if not inclusive else f">= {minimum:g}"
+        raise UsageError(f"piper option {option}={value!r} is out of range", f"use a number {bound}")
+    return number
+
+
+def _parse_bool(option: str, value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise UsageError(
+        f"piper option {option}={value!r} is not a boolean", f"use {option}=true or {option}=false"
+    )
+
+
+def _speaker_id(speaker: Any, num_speakers: int, names: dict[str, int], voice: str) -> int | None:
+    """Speaker id from a number or a name in the voice's speaker map."""
+    if speaker is None or (isinstance(speaker, str) and not speaker.strip()):
+        return None
+    if num_speakers <= 1:
+        raise UsageError(f"Piper voice {voice} has a single speaker", "drop the speaker option")
+    text = str(speaker).strip()
+    if text in names:
+        return names[text]
+    try:
+        number = int(text)
+    except ValueError:
+        known = ", ".join(sorted(names)[:10]) or "none"
+        raise UsageError(
+            f"Piper voice {voice} has no speaker {text!r}",
+            f"use an id below {num_speakers} or a name ({known})",
+        ) from None
+    if not 0 <= number < num_speakers:
+        raise UsageError(
+            f"Piper voice {voice} has no speaker id {number}", f"use an id from 0 to {num_speakers - 1}"
+        )
+    return number

@@ -1,0 +1,131 @@
+"""The real ``voxperf`` CLI: bad input gets one clear line and a documented exit code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from voxperf.bench.schema import load_result
+from voxperf.errors import ExitCode
+
+from .conftest import run_cli
+
+
+def assert_clean_error(proc, code: ExitCode, *needles: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "error:" in proc.stderr and "hint:" in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr
+
+
+def test_version_and_engines() -> None:
+    assert run_cli("version").stdout.strip() == "0.1.0"
+    out = run_cli("engines").stdout
+    assert "faster-whisper" in out and "piper" in out and "silero" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--stt", "whisperx"], "unknown stt engine 'whisperx'"),
+        (["--iterations", "0"], "--iterations"),
+        (["--lane", "fast"], "--lane"),
+        (["--levels", "raw,shiny"], "shiny"),
+        (["--fake-latency", "stt=soon"], "soon"),
+        (["--fake-latency", "gpu=1ms"], "gpu"),
+        (["--variant", "huge"], "huge"),
+        (["--encode", "mp9"], "mp9"),
+        (["--levels", "polish", "--lane", "provider"], "polish"),
+        (["--stt", "faster-whisper:model"], "malformed option"),
+    ],
+)
+def test_bad_options_exit_2(args: list[str], needle: str) -> None:
+    assert_clean_error(run_cli("bench", *args), ExitCode.USAGE, needle)
+
+
+def test_typer_type_error_is_usage() -> None:
+    proc = run_cli("bench", "--iterations", "many")
+    assert proc.returncode == ExitCode.USAGE
+    assert "Traceback" not in proc.stderr
+
+
+def test_empty_fixture_directory(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    proc = run_cli("bench", "--lane", "codepath", "--fixtures", str(tmp_path / "empty"))
+    assert_clean_error(proc, ExitCode.USAGE, "empty")
+
+
+def test_missing_fixture_source(tmp_path: Path) -> None:
+    proc = run_cli("bench", "--lane", "codepath", "--fixtures", str(tmp_path / "nope"))
+    assert_clean_error(proc, ExitCode.USAGE)
+
+
+def test_missing_model_exit_3(tone_dir: Path, tmp_path: Path) -> None:
+    proc = run_cli(
+        "bench", "--lane", "provider", "--pipeline", "dictation", "--fixtures", str(tone_dir),
+        "--stt", "faster-whisper:model=large-v9", "-o", str(tmp_path / "r.json"),
+    )
+    assert_clean_error(proc, ExitCode.PROVIDER, "large-v9")
+
+
+def test_codepath_run_writes_labelled_result(tone_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    trace = tmp_path / "t.json"
+    proc = run_cli(
+        "bench", "--lane", "codepath", "--fixtures", str(tone_dir), "--iterations", "3", "--warmup", "1",
+        "--fake-latency", "stt=5ms", "-o", str(out), "--trace", str(trace),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no transcript for c.wav" in proc.stderr
+    assert "CODEPATH LANE" in proc.stderr
+    result = load_result(out)
+    lane = result.lanes["codepath"]
+    assert "codepath" in lane.label and any(f.kind == "codepath" for f in lane.flags)
+    assert all(e.isFake for e in lane.engines)
+    assert lane.fakeLatencyMs == {"stt": 5.0}
+    measured = [r for r in lane.runs if not r.warmup and r.pipeline == "dictation"]
+    assert len(measured) == 3 * 3 * 2  # iterations x fixtures x levels
+    assert all(r.stagesNs["stt"] >= 5_000_000 for r in measured)
+    # WER and RTFx describe engines: never reported for fakes
+    assert all(r.metrics.get("wer") is None and r.metrics.get("stt_rtfx") is None for r in lane.runs)
+    # speech runs only for fixtures with a transcript
+    assert {r.fixture for r in lane.runs if r.pipeline == "speech"} == {"a", "b"}
+    agg = next(g for g in lane.summaries if g.pipeline == "dictation" and g.level == "raw" and g.fixture is None)
+    assert agg.metrics["stt_ms"].weighted
+    chrome = json.loads(trace.read_text())
+    assert any(e.get("name") == "stt" for e in chrome["traceEvents"])
+
+
+def test_corrupt_fixture_keeps_other_results(tone_dir: Path, tmp_path: Path) -> None:
+    (tone_dir / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 10)
+    (tone_dir / "broken.txt").write_text("never heard")
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", "--lane", "codepath", "--pipeline", "dictation", "--fixtures", str(tone_dir),
+                   "--iterations", "2", "--warmup", "0", "-o", str(out))
+    assert proc.returncode == ExitCode.DATA, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "broken.wav" in proc.stderr
+    result = load_result(out)
+    lane = result.lanes["codepath"]
+    assert [f.fixture for f in lane.failures] == ["broken"]
+    assert lane.failures[0].error == "AudioError"
+    assert {r.fixture for r in lane.runs} == {"a", "b", "c"}
+
+
+def test_json_on_stdout(tone_dir: Path) -> None:
+    proc = run_cli("bench", "--lane", "codepath", "--pipeline", "speech", "--fixtures", str(tone_dir),
+                   "--iterations", "1", "--warmup", "0", "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["schemaVersion"] == 1
+    assert list(data["lanes"]) == ["codepath"]
+
+
+def test_schema_command_matches_published(tmp_path: Path) -> None:
+    out = tmp_path / "s.json"
+    assert run_cli("schema", "-o", str(out)).returncode == 0
+    published = Path(__file__).resolve().parents[1] / "src" / "voxperf" / "schema" / "result-v1.schema.json"
+    assert json.loads(out.read_text()) == json.loads(published.read_text())
