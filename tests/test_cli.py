@@ -65,8 +65,17 @@ def test_missing_fixture_source(tmp_path: Path) -> None:
 
 def test_missing_model_exit_3(tone_dir: Path, tmp_path: Path) -> None:
     proc = run_cli(
-        "bench", "--lane", "provider", "--pipeline", "dictation", "--fixtures", str(tone_dir),
-        "--stt", "faster-whisper:model=large-v9", "-o", str(tmp_path / "r.json"),
+        "bench",
+        "--lane",
+        "provider",
+        "--pipeline",
+        "dictation",
+        "--fixtures",
+        str(tone_dir),
+        "--stt",
+        "faster-whisper:model=large-v9",
+        "-o",
+        str(tmp_path / "r.json"),
     )
     assert_clean_error(proc, ExitCode.PROVIDER, "large-v9")
 
@@ -75,8 +84,21 @@ def test_codepath_run_writes_labelled_result(tone_dir: Path, tmp_path: Path) -> 
     out = tmp_path / "r.json"
     trace = tmp_path / "t.json"
     proc = run_cli(
-        "bench", "--lane", "codepath", "--fixtures", str(tone_dir), "--iterations", "3", "--warmup", "1",
-        "--fake-latency", "stt=5ms", "-o", str(out), "--trace", str(trace),
+        "bench",
+        "--lane",
+        "codepath",
+        "--fixtures",
+        str(tone_dir),
+        "--iterations",
+        "3",
+        "--warmup",
+        "1",
+        "--fake-latency",
+        "stt=5ms",
+        "-o",
+        str(out),
+        "--trace",
+        str(trace),
     )
     assert proc.returncode == 0, proc.stderr
     assert "no transcript for c.wav" in proc.stderr
@@ -93,7 +115,9 @@ def test_codepath_run_writes_labelled_result(tone_dir: Path, tmp_path: Path) -> 
     assert all(r.metrics.get("wer") is None and r.metrics.get("stt_rtfx") is None for r in lane.runs)
     # speech runs only for fixtures with a transcript
     assert {r.fixture for r in lane.runs if r.pipeline == "speech"} == {"a", "b"}
-    agg = next(g for g in lane.summaries if g.pipeline == "dictation" and g.level == "raw" and g.fixture is None)
+    agg = next(
+        g for g in lane.summaries if g.pipeline == "dictation" and g.level == "raw" and g.fixture is None
+    )
     assert agg.metrics["stt_ms"].weighted
     chrome = json.loads(trace.read_text())
     assert any(e.get("name") == "stt" for e in chrome["traceEvents"])
@@ -103,8 +127,21 @@ def test_corrupt_fixture_keeps_other_results(tone_dir: Path, tmp_path: Path) -> 
     (tone_dir / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 10)
     (tone_dir / "broken.txt").write_text("never heard")
     out = tmp_path / "r.json"
-    proc = run_cli("bench", "--lane", "codepath", "--pipeline", "dictation", "--fixtures", str(tone_dir),
-                   "--iterations", "2", "--warmup", "0", "-o", str(out))
+    proc = run_cli(
+        "bench",
+        "--lane",
+        "codepath",
+        "--pipeline",
+        "dictation",
+        "--fixtures",
+        str(tone_dir),
+        "--iterations",
+        "2",
+        "--warmup",
+        "0",
+        "-o",
+        str(out),
+    )
     assert proc.returncode == ExitCode.DATA, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "broken.wav" in proc.stderr
@@ -116,8 +153,21 @@ def test_corrupt_fixture_keeps_other_results(tone_dir: Path, tmp_path: Path) -> 
 
 
 def test_json_on_stdout(tone_dir: Path) -> None:
-    proc = run_cli("bench", "--lane", "codepath", "--pipeline", "speech", "--fixtures", str(tone_dir),
-                   "--iterations", "1", "--warmup", "0", "--json", "-q")
+    proc = run_cli(
+        "bench",
+        "--lane",
+        "codepath",
+        "--pipeline",
+        "speech",
+        "--fixtures",
+        str(tone_dir),
+        "--iterations",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["schemaVersion"] == 1

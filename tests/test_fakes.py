@@ -173,13 +173,28 @@ def test_fake_vad_latency_per_frame() -> None:
 # --- FakeRewriter ---------------------------------------------------------------------------------
 
 
+def test_fake_rewriter_sleeps_only_when_it_rewrites(monkeypatch: pytest.MonkeyPatch) -> None:
+    import voxperf.engines.fakes as fakes
+
+    slept: list[float] = []
+    monkeypatch.setattr(fakes, "_sleep", slept.append)
+    rewriter = FakeRewriter(latency="100ms")
+    rewriter.rewrite("um the plan", "raw")
+    assert slept == []
+    rewriter.rewrite("um the plan", "clean")
+    rewriter.rewrite("um the plan", "polish")
+    assert slept == [0.1, 0.1]
+
+
 def test_fake_rewriter_levels_and_latency() -> None:
     rewriter = FakeRewriter(latency="30ms")
     assert isinstance(rewriter, Rewriter)
     assert rewriter.info.is_fake
     text = "um so the the plan"
     assert rewriter.rewrite(text, "raw") == text
-    assert rewriter.rewrite(text, "clean") == clean_text(text) == "So the plan."
+    elapsed, cleaned = _elapsed_s(rewriter.rewrite, text, "clean")
+    assert elapsed >= 0.03
+    assert cleaned == clean_text(text) == "So the plan."
     elapsed, polished = _elapsed_s(rewriter.rewrite, text, "polish")
     assert elapsed >= 0.03
     assert polished == rewriter.rewrite(text, "polish") == "So the plan."

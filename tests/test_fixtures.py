@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from voxperf.audio.codec import decode_file, encode
-from voxperf.audio.fixtures import FIXTURE_SAMPLE_RATE, Fixture, default_cache_dir, load_fixtures, make_fixture
+from voxperf.audio.fixtures import (
+    FIXTURE_SAMPLE_RATE,
+    Fixture,
+    default_cache_dir,
+    load_fixtures,
+    make_fixture,
+)
 from voxperf.audio.pcm import Audio
 from voxperf.audio.texts import VARIANTS
 from voxperf.engines.base import EngineInfo

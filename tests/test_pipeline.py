@@ -14,7 +14,14 @@ from voxperf.engines.base import EngineInfo
 from voxperf.engines.fakes import FakeRewriter, FakeSTT, FakeTTS, FakeVAD
 from voxperf.errors import AudioError, UsageError
 from voxperf.pipeline.dictation import DictationPipeline
-from voxperf.pipeline.sinks import FileSink, NullAudioSink, NullSink, WavFileSink, parse_audio_sink, parse_text_sink
+from voxperf.pipeline.sinks import (
+    FileSink,
+    NullAudioSink,
+    NullSink,
+    WavFileSink,
+    parse_audio_sink,
+    parse_text_sink,
+)
 from voxperf.pipeline.speech import SpeechPipeline
 from voxperf.trace.core import NO_PARENT
 from voxperf.trace.export import PIPELINE_TIMING_FIELDS, chrome_trace, pipeline_timing_event
@@ -197,7 +204,10 @@ def test_pipeline_timing_event_has_exactly_seed_fields_and_no_text() -> None:
     fields = ev["event"]["fields"]
     assert tuple(fields) == PIPELINE_TIMING_FIELDS
     # seed: total_stage_ms = encode + stt + rewrite + paste, integers
-    assert fields["total_stage_ms"] == fields["encode_ms"] + fields["stt_ms"] + fields["rewrite_ms"] + fields["paste_ms"]
+    assert (
+        fields["total_stage_ms"]
+        == fields["encode_ms"] + fields["stt_ms"] + fields["rewrite_ms"] + fields["paste_ms"]
+    )
     assert all(isinstance(v, int) for k, v in fields.items() if k != "processing_level")
     assert fields["stt_ms"] == 1 and fields["total_ms"] > fields["total_stage_ms"]
     assert "secret" not in json.dumps(ev).lower()
@@ -205,8 +215,12 @@ def test_pipeline_timing_event_has_exactly_seed_fields_and_no_text() -> None:
 
 def test_chrome_trace_is_valid_and_relative() -> None:
     clock = TickClock()
-    res = DictationPipeline(FakeSTT(text=SECRET), FakeRewriter(), clock=clock).run(encode(tone(0.5), "wav"), "raw")
-    doc = chrome_trace([(res.trace, {"lane": "codepath", "pipeline": "dictation", "fixture": "f", "level": "raw"})])
+    res = DictationPipeline(FakeSTT(text=SECRET), FakeRewriter(), clock=clock).run(
+        encode(tone(0.5), "wav"), "raw"
+    )
+    doc = chrome_trace(
+        [(res.trace, {"lane": "codepath", "pipeline": "dictation", "fixture": "f", "level": "raw"})]
+    )
     events = doc["traceEvents"]
     complete = [e for e in events if e["ph"] == "X"]
     assert {e["name"] for e in complete} >= {"dictation", "decode", "stt", "paste"}

@@ -19,7 +19,13 @@ from voxperf.bench.schema import (
 )
 from voxperf.errors import SchemaVersionError, UsageError
 
-PUBLISHED = Path(__file__).resolve().parents[1] / "src" / "voxperf" / "schema" / f"result-v{SCHEMA_VERSION}.schema.json"
+PUBLISHED = (
+    Path(__file__).resolve().parents[1]
+    / "src"
+    / "voxperf"
+    / "schema"
+    / f"result-v{SCHEMA_VERSION}.schema.json"
+)
 
 
 def minimal_result() -> dict:

@@ -123,9 +123,21 @@ def test_request_ids_unique_by_default() -> None:
 
 
 def test_stage_names_defined_once() -> None:
-    assert [s.value for s in DICTATION_STAGES] == ["decode", "resample", "vad", "encode", "stt", "rewrite", "paste"]
+    assert [s.value for s in DICTATION_STAGES] == [
+        "decode",
+        "resample",
+        "vad",
+        "encode",
+        "stt",
+        "rewrite",
+        "paste",
+    ]
     # seed 004's server-side order
-    assert [e.value for e in ServerEvent][:3] == ["REQUEST_RECEIVED", "PROCESSING_START", "TEXT_PROCESSING_COMPLETE"]
+    assert [e.value for e in ServerEvent][:3] == [
+        "REQUEST_RECEIVED",
+        "PROCESSING_START",
+        "TEXT_PROCESSING_COMPLETE",
+    ]
 
 
 def test_ttfa_from_request_start() -> None:

@@ -34,7 +34,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _stderr() -> Console:
-    return Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
+    console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = max(console.width, 100)  # logs and pipes: do not wrap the tables at 80
+    return console
 
 
 def _fail(exc: VoxperfError) -> typer.Exit:

@@ -39,7 +39,9 @@ __all__ = [
     "make_fixture",
 ]
 
-FIXTURE_SAMPLE_RATE = 48000  # a typical microphone rate: the pipeline resamples to the engine rate, as an app would
+FIXTURE_SAMPLE_RATE = (
+    48000  # a typical microphone rate: the pipeline resamples to the engine rate, as an app would
+)
 _SIDECAR_SCHEMA = 1
 
 

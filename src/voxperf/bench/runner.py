@@ -197,7 +197,9 @@ class _Engines:
         self._cache: dict[str, tuple[Any, EngineRecord]] = {}
         self._warmed: set[str] = set()
 
-    def get(self, spec: EngineSpec, *, policy: str, warm: bool = True, **extra: Any) -> tuple[Any, EngineRecord]:
+    def get(
+        self, spec: EngineSpec, *, policy: str, warm: bool = True, **extra: Any
+    ) -> tuple[Any, EngineRecord]:
         """The engine for a spec, created once (load timed) and warmed up once before timed use."""
         key = f"{spec.role}:{spec}:{sorted(extra.items())}"
         if key not in self._cache:
@@ -207,7 +209,9 @@ class _Engines:
             except VoxperfError:
                 raise
             except Exception as exc:  # an engine package failing to load is a provider problem
-                raise EngineError(f"{spec.role} engine {spec.name!r} failed to load: {exc}", "check its options") from exc
+                raise EngineError(
+                    f"{spec.role} engine {spec.name!r} failed to load: {exc}", "check its options"
+                ) from exc
             record = EngineRecord(
                 **engine.info.to_dict(),
                 spec=str(spec),
@@ -607,7 +611,8 @@ def _flags(
                     Flag(
                         kind="fake",
                         metric=f"{e.role}",
-                        message=f"provider lane ran a fake {e.role} engine: its {e.role} numbers are not engine measurements",
+                        message=f"provider lane ran a fake {e.role} engine: "
+                        f"its {e.role} numbers are not engine measurements",
                     )
                 )
     resolution_ms = time.get_clock_info("perf_counter").resolution * 1000
@@ -628,8 +633,8 @@ def _flags(
                             level=g.level,
                             fixture=g.fixture,
                             metric=metric,
-                            message=f"{metric} p50 {s.p50:.4f} ms is below {floor:g} ms: no real engine is that fast; "
-                            "was a mock or cache measured? (seed 003)",
+                            message=f"{metric} p50 {s.p50:.4f} ms is below {floor:g} ms: "
+                            "no real engine is that fast; was a mock or cache measured? (seed 003)",
                         )
                     )
             if s.noisy and g.fixture is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -68,9 +69,10 @@ def _ci(s: SummaryRecord) -> str:
 def _lane_table(lane: LaneResult) -> Table:
     codepath = lane.lane == "codepath"
     title = lane.label.upper() if codepath else lane.label
-    table = Table(title=title, title_style="bold yellow" if codepath else "bold", expand=False)
+    table = Table(
+        title=title, title_style="bold yellow" if codepath else "bold", box=box.SIMPLE_HEAD, pad_edge=False
+    )
     for col, justify in (
-        ("group", "left"),
         ("metric", "left"),
         ("n", "right"),
         ("p50", "right"),
@@ -79,36 +81,30 @@ def _lane_table(lane: LaneResult) -> Table:
         ("p99", "right"),
         ("notes", "left"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, no_wrap=col != "notes")  # type: ignore[arg-type]
     flagged = {(f.pipeline, f.level, f.fixture, f.metric): f.kind for f in lane.flags if f.metric}
     for g in lane.summaries:
-        if g.fixture is not None:
-            continue
-        rows = DICTATION_ROWS if g.pipeline == "dictation" else SPEECH_ROWS
-        group = f"{g.pipeline}" + (f" · {g.level}" if g.level else "")
-        first = True
-        for metric in rows:
-            s = g.metrics.get(metric)
-            if s is None:
-                continue
-            notes = []
-            kind = flagged.get((g.pipeline, g.level, None, metric))
-            if kind == "implausible":
-                notes.append(Text("IMPLAUSIBLE (seed 003)", style="bold red"))
-            if s.noisy:
-                notes.append(Text("noisy", style="yellow"))
-            table.add_row(
-                group if first else "",
-                metric,
-                str(s.n),
-                format_value(s.p50, s.unit),
-                _ci(s),
-                format_value(s.p95, s.unit),
-                format_value(s.p99, s.unit),
-                Text(" ").join(notes) if notes else "",
-            )
-            first = False
-        table.add_section()
+        if g.fixture is None:
+            rows = DICTATION_ROWS if g.pipeline == "dictation" else SPEECH_ROWS
+            table.add_row(Text(g.pipeline + (f" · {g.level}" if g.level else ""), style="bold cyan"))
+            for metric in rows:
+                s = g.metrics.get(metric)
+                if s is None:
+                    continue
+                notes = []
+                if flagged.get((g.pipeline, g.level, None, metric)) == "implausible":
+                    notes.append(Text("IMPLAUSIBLE (seed 003)", style="bold red"))
+                if s.noisy:
+                    notes.append(Text("noisy", style="yellow"))
+                table.add_row(
+                    metric,
+                    str(s.n),
+                    format_value(s.p50, s.unit),
+                    _ci(s),
+                    format_value(s.p95, s.unit),
+                    format_value(s.p99, s.unit),
+                    Text(" ").join(notes) if notes else "",
+                )
     r = lane.resources
     engines = ", ".join(
         f"{e.role}={e.name}" + (f"({e.model})" if e.model else "") + f" load {e.loadMs:.0f} ms"

@@ -67,14 +67,15 @@ def resolve_whisper_model(name_or_path: str | os.PathLike[str] = DEFAULT_WHISPER
         if not (candidate / "model.bin").is_file():
             raise ModelNotFoundError(
                 f"{candidate} has no model.bin, so it is not a CTranslate2 Whisper model",
-                "point model= at a directory made by ct2-transformers-converter or a faster-whisper "
-                "snapshot",
+                "point model= at a directory made by ct2-transformers-converter or a faster-whisper snapshot",
             )
         return ResolvedModel(name=candidate.name, path=candidate, source="path")
     bundled = _bundled(_BUNDLED_WHISPER, text)
     if bundled is not None:
         return bundled
-    cached = _hf_cache_snapshot(f"Systran/faster-whisper-{text}") if "/" not in text else _hf_cache_snapshot(text)
+    cached = (
+        _hf_cache_snapshot(f"Systran/faster-whisper-{text}") if "/" not in text else _hf_cache_snapshot(text)
+    )
     if cached is not None:
         return ResolvedModel(name=text, path=cached, source="hf-cache")
     hint = (
@@ -148,7 +149,7 @@ def _hf_cache_snapshot(repo_id: str) -> Path | None:
         return None
     try:
         return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any miss in the offline cache means "not cached"
+    except Exception:
         return None
 
 
@@ -159,6 +160,6 @@ def _hf_cache_file(repo_id: str, filename: str) -> Path | None:
         return None
     try:
         found = try_to_load_from_cache(repo_id, filename)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     return Path(found) if isinstance(found, str) else None

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from voxperf.trace.core import Trace
-from voxperf.trace.metrics import NS_PER_MS, stage_ns, total_ns, total_stage_ns
+from voxperf.trace.metrics import NS_PER_MS, stage_ns, total_ns
 from voxperf.trace.stages import Stage
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""Benchmarks report figures (pytest-benchmark); they are not part of `make test`."""
