@@ -46,7 +46,16 @@ from voxperf.pipeline.dictation import ENCODE_FORMATS, DictationPipeline, Dictat
 from voxperf.pipeline.sinks import parse_audio_sink, parse_text_sink
 from voxperf.pipeline.speech import SpeechPipeline, SpeechResult
 from voxperf.trace.core import Trace
-from voxperf.trace.metrics import NS_PER_MS, overhead_ns, rtfx, stage_totals_ns, total_ns, total_stage_ns, wer
+from voxperf.trace.metrics import (
+    NS_PER_MS,
+    overhead_ns,
+    rtfx,
+    stage_ns,
+    stage_totals_ns,
+    total_ns,
+    total_stage_ns,
+    wer,
+)
 from voxperf.trace.stages import ENGINE_STAGES, Stage
 
 __all__ = [
@@ -465,31 +474,39 @@ def _capture_failure(
         )
 
 
-def _dictation_run(
-    pipeline: DictationPipeline, payload: bytes, fx: Fixture, level: str, it: int, warm: bool, lane: str
-) -> tuple[RunRecord, DictationResult]:
+def _timed(run: Callable[[], Any]) -> tuple[Any, int]:
+    """Run one request and return its result with the process CPU time it took (all threads)."""
     cpu0 = time.process_time_ns()
-    res = pipeline.run(payload, level, name=fx.name)
-    cpu = time.process_time_ns() - cpu0
-    trace = res.trace
+    res = run()
+    return res, time.process_time_ns() - cpu0
+
+
+def _record(
+    trace: Trace,
+    cpu_ns: int,
+    *,
+    pipeline: str,
+    fx: Fixture,
+    level: str | None,
+    it: int,
+    warm: bool,
+    extra: dict[str, float | None],
+) -> RunRecord:
+    """The raw record of one request: per-stage ns, seed-000 totals, CPU, plus pipeline metrics."""
     stages = stage_totals_ns(trace)
     metrics: dict[str, float | None] = {f"{k}_ms": v / NS_PER_MS for k, v in stages.items()}
     metrics.update(
         total_ms=total_ns(trace) / NS_PER_MS,
         total_stage_ms=total_stage_ns(trace) / NS_PER_MS,
         overhead_ms=overhead_ns(trace) / NS_PER_MS,
-        cpu_ms=cpu / NS_PER_MS,
-        audio_s=res.audio_s,
-        original_bytes=res.original_bytes,
-        encoded_bytes=res.encoded_bytes,
+        cpu_ms=cpu_ns / NS_PER_MS,
+        **extra,
     )
-    # RTFx and WER describe an engine: in the codepath lane the "engine" is a fake, so they are omitted
-    stt = stages.get(Stage.STT, 0)
-    real = lane == "provider"
-    metrics["stt_rtfx"] = rtfx(res.audio_s, stt / 1e9) if (real and stt > 0) else None
-    metrics["wer"] = wer(fx.text, res.text) if (real and fx.text) else None
-    rec = RunRecord(
-        pipeline="dictation",
+    events: dict[str, int] = {}
+    for ev in trace.events:
+        events.setdefault(ev.name, ev.t_ns - trace.start_ns)
+    return RunRecord(
+        pipeline=pipeline,  # type: ignore[arg-type]
         fixture=fx.name,
         level=level,
         iteration=it,
@@ -498,54 +515,49 @@ def _dictation_run(
         stagesNs=stages,
         totalNs=total_ns(trace),
         totalStageNs=total_stage_ns(trace),
-        cpuNs=cpu,
+        cpuNs=cpu_ns,
         metrics=metrics,
+        events=events,
     )
-    return rec, res
+
+
+def _dictation_run(
+    pipeline: DictationPipeline, payload: bytes, fx: Fixture, level: str, it: int, warm: bool, lane: str
+) -> tuple[RunRecord, DictationResult]:
+    res, cpu = _timed(lambda: pipeline.run(payload, level, name=fx.name))
+    # RTFx and WER describe an engine: in the codepath lane the "engine" is a fake, so they are omitted
+    real = lane == "provider"
+    stt = stage_ns(res.trace, Stage.STT)
+    extra: dict[str, float | None] = {
+        "audio_s": res.audio_s,
+        "original_bytes": res.original_bytes,
+        "encoded_bytes": res.encoded_bytes,
+        "stt_rtfx": rtfx(res.audio_s, stt / 1e9) if (real and stt > 0) else None,
+        "wer": wer(fx.text, res.text) if (real and fx.text) else None,
+    }
+    record = _record(res.trace, cpu, pipeline="dictation", fx=fx, level=level, it=it, warm=warm, extra=extra)
+    return record, res
 
 
 def _speech_run(
     pipeline: SpeechPipeline, fx: Fixture, it: int, warm: bool, lane: str
 ) -> tuple[RunRecord, SpeechResult]:
     assert fx.text is not None
-    cpu0 = time.process_time_ns()
-    res = pipeline.run(fx.text)
-    cpu = time.process_time_ns() - cpu0
-    trace = res.trace
-    stages = stage_totals_ns(trace)
-    metrics: dict[str, float | None] = {f"{k}_ms": v / NS_PER_MS for k, v in stages.items()}
-    metrics.update(
-        total_ms=total_ns(trace) / NS_PER_MS,
-        total_stage_ms=total_stage_ns(trace) / NS_PER_MS,
-        overhead_ms=overhead_ns(trace) / NS_PER_MS,
-        cpu_ms=cpu / NS_PER_MS,
-        ttfa_ms=res.ttfa_ns / NS_PER_MS if res.ttfa_ns is not None else None,
-        first_chunk_ms=res.first_chunk_ns / NS_PER_MS,
-        generation_ms=res.generation_ns / NS_PER_MS,
-        streaming_ms=res.streaming_ns / NS_PER_MS,
-        leading_silence_ms=res.leading_silence_s * 1000 if res.leading_silence_s is not None else None,
-        rtfx=res.rtfx if lane == "provider" else None,
-        streaming_efficiency=res.streaming_efficiency if lane == "provider" else None,
-        audio_s=res.audio_s,
-        chunks=res.chunks,
-    )
-    events: dict[str, int] = {}
-    for ev in trace.events:
-        events.setdefault(ev.name, ev.t_ns - trace.start_ns)
-    rec = RunRecord(
-        pipeline="speech",
-        fixture=fx.name,
-        iteration=it,
-        warmup=warm,
-        requestId=trace.request_id,
-        stagesNs=stages,
-        totalNs=total_ns(trace),
-        totalStageNs=total_stage_ns(trace),
-        cpuNs=cpu,
-        metrics=metrics,
-        events=events,
-    )
-    return rec, res
+    text = fx.text
+    res, cpu = _timed(lambda: pipeline.run(text))
+    real = lane == "provider"
+    extra: dict[str, float | None] = {
+        "ttfa_ms": res.ttfa_ns / NS_PER_MS if res.ttfa_ns is not None else None,
+        "first_chunk_ms": res.first_chunk_ns / NS_PER_MS,
+        "generation_ms": res.generation_ns / NS_PER_MS,
+        "streaming_ms": res.streaming_ns / NS_PER_MS,
+        "leading_silence_ms": res.leading_silence_s * 1000 if res.leading_silence_s is not None else None,
+        "rtfx": res.rtfx if real else None,
+        "streaming_efficiency": res.streaming_efficiency if real else None,
+        "audio_s": res.audio_s,
+        "chunks": res.chunks,
+    }
+    return _record(res.trace, cpu, pipeline="speech", fx=fx, level=None, it=it, warm=warm, extra=extra), res
 
 
 def _summary_record(s: stats.Summary) -> SummaryRecord:
