@@ -9,7 +9,6 @@ time of the transcription.
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from voxperf.audio.pcm import Audio
 from voxperf.engines.base import EngineInfo, Transcript
 from voxperf.engines.models import DEFAULT_WHISPER_MODEL, resolve_whisper_model
+from voxperf.engines.options import package_version, parse_bool
 from voxperf.errors import DependencyMissingError, EngineError, UsageError
 
 __all__ = ["COMPUTE_TYPES", "DEVICES", "FasterWhisperSTT"]
@@ -35,8 +35,6 @@ COMPUTE_TYPES = (
     "float32",
 )
 DEVICES = ("cpu", "cuda", "auto")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 
 
 def _choice(option: str, value: object, allowed: tuple[str, ...]) -> str:
@@ -56,24 +54,6 @@ def _int(option: str, value: object, minimum: int, meaning: str) -> int:
     if isinstance(value, bool) or number < minimum:
         raise UsageError(f"bad {option}={value!r} for faster-whisper", f"{option} must be {meaning}")
     return number
-
-
-def _bool(option: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise UsageError(f"bad {option}={value!r} for faster-whisper", f"{option} must be true or false")
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class FasterWhisperSTT:
@@ -103,7 +83,7 @@ class FasterWhisperSTT:
         self.beam_size = _int("beam_size", beam_size, 1, "a whole number >= 1 (1 = greedy decoding)")
         lang = (language or "").strip().lower()
         self.language: str | None = None if lang in ("", "auto", "none") else lang
-        self.vad_filter = _bool("vad_filter", vad_filter)
+        self.vad_filter = parse_bool("faster-whisper", "vad_filter", vad_filter)
 
         try:
             from faster_whisper import WhisperModel
@@ -129,7 +109,7 @@ class FasterWhisperSTT:
                 self._load_hint(),
             ) from exc
 
-        ctranslate2_version = _version("ctranslate2")
+        ctranslate2_version = package_version("ctranslate2")
         settings: dict[str, Any] = {
             "compute_type": self.compute_type,
             "threads": self.threads,
@@ -142,7 +122,7 @@ class FasterWhisperSTT:
         self.info = EngineInfo(
             role="stt",
             name="faster-whisper",
-            version=_version("faster-whisper"),
+            version=package_version("faster-whisper"),
             model=self.resolved.name,
             model_path=str(self.resolved.path),
             model_source=self.resolved.source,

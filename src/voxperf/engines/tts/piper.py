@@ -13,7 +13,6 @@ voice defaults) or ``noise_scale=voice,noise_w=voice`` to get the voice's own sa
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 from collections.abc import Iterator
@@ -25,13 +24,12 @@ import numpy as np
 from voxperf.audio.pcm import Audio
 from voxperf.engines.base import EngineInfo
 from voxperf.engines.models import DEFAULT_PIPER_VOICE, resolve_piper_voice
+from voxperf.engines.options import package_version, parse_bool
 from voxperf.errors import DependencyMissingError, EngineError, ModelNotFoundError, UsageError
 
 __all__ = ["PiperTTS"]
 
 _WARMUP_TEXT = "Warming up."
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 class PiperTTS:
@@ -55,7 +53,7 @@ class PiperTTS:
         length = _parse_float("length_scale", length_scale, minimum=0.0, inclusive=False)
         noise = _parse_float("noise_scale", noise_scale, minimum=0.0)
         noise_width = _parse_float("noise_w", noise_w, minimum=0.0)
-        cuda = _parse_bool("use_cuda", use_cuda)
+        cuda = parse_bool("piper", "use_cuda", use_cuda)
         resolved = resolve_piper_voice(voice)
         # Check the speaker against the voice's config before paying for the ONNX session.
         voice_config = _read_voice_config(resolved.path)
@@ -86,7 +84,7 @@ class PiperTTS:
         self.info = EngineInfo(
             role="tts",
             name="piper",
-            version=_package_version("piper-tts"),
+            version=package_version("piper-tts"),
             model=resolved.name,
             model_path=str(resolved.path),
             model_source=resolved.source,
@@ -127,13 +125,6 @@ class PiperTTS:
             pass
 
 
-def _package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _read_voice_config(model: Path) -> dict[str, Any]:
     config_path = Path(f"{model}.json")
     try:
@@ -165,19 +156,6 @@ def _parse_float(
         bound = f"> {minimum:g}" if not inclusive else f">= {minimum:g}"
         raise UsageError(f"piper option {option}={value!r} is out of range", f"use a number {bound}")
     return number
-
-
-def _parse_bool(option: str, value: str | bool) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise UsageError(
-        f"piper option {option}={value!r} is not a boolean", f"use {option}=true or {option}=false"
-    )
 
 
 def _speaker_id(speaker: Any, num_speakers: int, names: dict[str, int], voice: str) -> int | None:
