@@ -82,7 +82,7 @@ def _lane_table(lane: LaneResult) -> Table:
         ("notes", "left"),
     ):
         table.add_column(col, justify=justify, no_wrap=col != "notes")  # type: ignore[arg-type]
-    flagged = {(f.pipeline, f.level, f.fixture, f.metric): f.kind for f in lane.flags if f.metric}
+    flagged = {(f.pipeline, f.level, f.fixture, f.metric, f.kind) for f in lane.flags if f.metric}
     for g in lane.summaries:
         if g.fixture is None:
             rows = DICTATION_ROWS if g.pipeline == "dictation" else SPEECH_ROWS
@@ -92,7 +92,7 @@ def _lane_table(lane: LaneResult) -> Table:
                 if s is None:
                     continue
                 notes = []
-                if flagged.get((g.pipeline, g.level, None, metric)) == "implausible":
+                if (g.pipeline, g.level, None, metric, "implausible") in flagged:
                     notes.append(Text("IMPLAUSIBLE (seed 003)", style="bold red"))
                 if s.noisy:
                     notes.append(Text("noisy", style="yellow"))
