@@ -243,7 +243,8 @@ def fixtures_make(
     console = _stderr()
     for f in made:
         console.print(
-            f"{f.variant:<7} {f.duration_s:6.2f} s  {f.bytes:>8} B  sha256 {f.sha256[:12]}  {f.path}"
+            f"{f.variant:<7} {f.duration_s:6.2f} s  {f.bytes:>8} B  sha256 {f.sha256[:12]}  {f.path}",
+            soft_wrap=True,
         )
 
 
