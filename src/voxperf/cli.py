@@ -29,6 +29,17 @@ app = typer.Typer(
 )
 fixtures_app = typer.Typer(help="Make and inspect speech fixtures.", no_args_is_help=True)
 app.add_typer(fixtures_app, name="fixtures")
+store_app = typer.Typer(
+    help="The append-only result store, keyed by commit, lane and PR (local directory or git+URL).",
+    no_args_is_help=True,
+)
+app.add_typer(store_app, name="store")
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="Store location: a directory or git+URL (default: config, .voxperf/store)"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -109,6 +120,19 @@ def bench(
         Path | None, typer.Option(help="Fixture cache (default ~/.cache/voxperf/fixtures)")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table")] = False,
+    store: Annotated[
+        bool,
+        typer.Option("--store", help="Also put the result into the configured store (clean commit only)"),
+    ] = False,
+    store_location: Annotated[
+        str | None, typer.Option("--store-location", help="Store to use with --store")
+    ] = None,
+    pr: Annotated[
+        int | None, typer.Option(help="With --store: file the result under this pull request")
+    ] = None,
+    allow_dirty: Annotated[
+        bool, typer.Option(help="With --store: accept a working tree with changes")
+    ] = False,
 ) -> None:
     """Run speech engines and pipelines on fixtures and report per-stage latency, TTFA, RTFx, WER."""
     from voxperf.bench.runner import BenchConfig, parse_fake_latency
@@ -139,11 +163,36 @@ def bench(
             raise UsageError(
                 f"{what} directory {path.parent} does not exist", "create it or choose another path"
             )
-    _run_bench_command(config, output=output, json_out=json_out, trace=trace, events=events, quiet=quiet)
+    store_to = None
+    if store:
+        from voxperf.store.config import open_store
+        from voxperf.store.config import store_location as resolve_location
+
+        store_to = open_store(resolve_location(store_location))
+    _run_bench_command(
+        config,
+        output=output,
+        json_out=json_out,
+        trace=trace,
+        events=events,
+        quiet=quiet,
+        store=store_to,
+        pr=pr,
+        allow_dirty=allow_dirty,
+    )
 
 
 def _run_bench_command(
-    config: Any, *, output: Path | None, json_out: bool, trace: Path | None, events: Path | None, quiet: bool
+    config: Any,
+    *,
+    output: Path | None,
+    json_out: bool,
+    trace: Path | None,
+    events: Path | None,
+    quiet: bool,
+    store: Any = None,
+    pr: int | None = None,
+    allow_dirty: bool = False,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -207,6 +256,19 @@ def _run_bench_command(
                 fh,
             )
         console.print(f"{n} pipeline_timing events written to {events}")
+    if store is not None:
+        if result.git.commit is None:
+            raise UsageError(
+                "--store needs a git checkout: the result records no commit", "run inside the repository"
+            )
+        if result.git.dirty and not allow_dirty:
+            raise UsageError(
+                "--store refuses a dirty working tree: the result would be filed under a commit "
+                "it does not match",
+                "commit or stash your changes, or pass --allow-dirty",
+            )
+        for put in store.put(result, pr=pr):
+            console.print(f"store: {put.status} {put.key.relpath}")
     failures = outcome.failures
     if failures:
         names = sorted({f"{f.pipeline}/{f.fixture}" for f in failures})
@@ -271,6 +333,173 @@ def schema(
         output.write_text(text)
     else:
         sys.stdout.write(text)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _open(location: str | None) -> Any:
+    from voxperf.store.config import open_store, store_location
+
+    return open_store(store_location(location))
+
+
+def _commit_arg(rev: str, repo: Path) -> str:
+    import re
+
+    from voxperf.store.store import resolve_commit
+
+    return rev if re.fullmatch(r"[0-9a-f]{40}", rev) else resolve_commit(repo, rev)
+
+
+@store_app.command("put")
+@handle_errors
+def store_put(
+    file: Annotated[Path, typer.Argument(help="A result file from voxperf bench (.json or .json.gz)")],
+    pr: Annotated[int | None, typer.Option(help="File it under this pull request")] = None,
+    commit: Annotated[
+        str | None, typer.Option(help="Override the commit recorded in the result (40-hex)")
+    ] = None,
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Store a result (one file per lane); identical content is a no-op, different content is refused."""
+    from voxperf.bench.schema import load_result
+
+    outcomes = _open(store).put(load_result(file), pr=pr, commit=commit)
+    if json_out:
+        _print_json([o.to_dict() for o in outcomes])
+    else:
+        for o in outcomes:
+            typer.echo(f"{o.status:<9} {o.key.relpath}")
+
+
+@store_app.command("get")
+@handle_errors
+def store_get(
+    commit: Annotated[str, typer.Argument(help="Commit (full SHA, or any revision of --repo)")],
+    lane: Annotated[str, typer.Option(help="provider | codepath")] = "provider",
+    pr: Annotated[int | None, typer.Option(help="The pull request the run belongs to")] = None,
+    repo: Annotated[Path, typer.Option(help="Repository to resolve short revisions in")] = Path("."),
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print a stored result (JSON on stdout)."""
+    from voxperf.bench.schema import dump_result
+    from voxperf.errors import StoreError
+    from voxperf.store.keys import StoreKey
+
+    key = StoreKey(_commit_arg(commit, repo), lane, pr)
+    result = _open(store).get(key)
+    if result is None:
+        raise StoreError(f"no result stored for {key}", "see `voxperf store ls` for what is stored")
+    sys.stdout.write(dump_result(result) + "\n")
+    del json_out  # the result is JSON either way
+
+
+@store_app.command("ls")
+@handle_errors
+def store_ls(
+    pr: Annotated[
+        int | None, typer.Option(help="All runs of this pull request instead of the main line")
+    ] = None,
+    lane: Annotated[str | None, typer.Option(help="Only this lane")] = None,
+    limit: Annotated[int, typer.Option(help="Latest N main-line runs")] = 16,
+    repo: Annotated[
+        Path | None, typer.Option(help="Order by commit order in this repository (default: by run time)")
+    ] = None,
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List stored runs, oldest first: the latest main-line runs, or every run of a PR."""
+    rows = _open(store).ls(pr=pr, lane=lane, limit=limit, repo=repo)
+    if json_out:
+        _print_json([r.to_dict() for r in rows])
+        return
+    for r in rows:
+        where = "main" if r.pr is None else f"pr/{r.pr}"
+        typer.echo(f"{r.created_at}  {where:<8} {r.commit[:12]}  {r.lane:<9} {r.branch or '-'}")
+
+
+@store_app.command("baseline")
+@handle_errors
+def store_baseline(
+    base: Annotated[str, typer.Option(help="The PR's base commit (any revision of --repo)")],
+    lane: Annotated[str, typer.Option(help="provider | codepath")] = "provider",
+    depth: Annotated[int, typer.Option(help="How many ancestors to search")] = 400,
+    repo: Annotated[Path, typer.Option(help="The project's git repository")] = Path("."),
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Find the baseline for a base commit: exact, nearest persisted ancestor, or missing."""
+    answer = _open(store).baseline(base, repo, lane=lane, depth=depth)
+    if json_out:
+        _print_json(answer.to_dict())
+        return
+    if answer.key is None:
+        typer.echo(
+            f"missing: no {lane} result at {answer.base[:12]} or its {answer.searched} nearest ancestors"
+        )
+    else:
+        typer.echo(
+            f"{answer.mode}: {answer.key.relpath} ({answer.distance} commit(s) from {answer.base[:12]})"
+        )
+
+
+@store_app.command("backfill")
+@handle_errors
+def store_backfill(
+    directory: Annotated[
+        Path, typer.Argument(help="Directory of result files (e.g. downloaded CI artifacts)")
+    ],
+    pr: Annotated[int | None, typer.Option(help="PR for files whose path does not say")] = None,
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import result files: identical ones are skipped, conflicting ones refused; both reported."""
+    from voxperf.errors import StoreConflictError
+
+    report = _open(store).backfill(directory, pr=pr)
+    if json_out:
+        _print_json(report.to_dict())
+    else:
+        typer.echo(
+            f"{len(report.written)} written, {len(report.identical)} identical (skipped), "
+            f"{len(report.conflicts)} conflicting (refused), {len(report.errors)} unreadable"
+        )
+        for c in report.conflicts:
+            typer.echo(f"conflict: {c}", err=True)
+        for f, m in report.errors:
+            typer.echo(f"unreadable: {f}: {m}", err=True)
+    if report.conflicts:
+        raise StoreConflictError(
+            f"{len(report.conflicts)} file(s) conflict with stored results", "see the list above"
+        )
+    if report.errors:
+        raise PartialFailure(f"{len(report.errors)} file(s) could not be read", "see the list above")
+
+
+@store_app.command("verify")
+@handle_errors
+def store_verify(
+    rebuild: Annotated[bool, typer.Option(help="Rebuild the index from the files first")] = False,
+    store: StoreOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check every stored file parses, has a known schema version and matches the index."""
+    opened = _open(store)
+    if rebuild:
+        opened.rebuild_index()
+    report = opened.verify()
+    if json_out:
+        _print_json(report.to_dict())
+    else:
+        typer.echo(f"{report.checked} file(s) checked, {len(report.problems)} problem(s)")
+        for path, problem in report.problems:
+            typer.echo(f"{path}: {problem}", err=True)
+    if not report.ok:
+        raise PartialFailure(f"the store has {len(report.problems)} problem(s)", "see the list above")
 
 
 @app.command()

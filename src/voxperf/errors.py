@@ -13,7 +13,10 @@ CLI and an HTTP status for the service::
     ├── AudioError                   audio unreadable, corrupt or empty; exit 4 / 422
     ├── ModelNotFoundError           no weights for the requested model; exit 3 / 503
     ├── EngineError                  an engine failed while running;     exit 3 / 502
-    └── PartialFailure               some fixtures failed, results of the rest were written; exit 4
+    ├── PartialFailure               some fixtures failed, results of the rest were written; exit 4
+    └── StoreError                   result store problem;               exit 2 / 400
+        ├── StoreConflictError       a key already holds different content; exit 5 / 409
+        └── StoreRemoteError         the store's git remote failed;      exit 3 / 502
 
 Exit codes live in one ``IntEnum`` (:class:`ExitCode`); the README documents them.
 """
@@ -31,6 +34,9 @@ __all__ = [
     "ModelNotFoundError",
     "PartialFailure",
     "SchemaVersionError",
+    "StoreConflictError",
+    "StoreError",
+    "StoreRemoteError",
     "UnknownEngineError",
     "UsageError",
     "VoxperfError",
@@ -45,6 +51,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad option, config, fixture set or missing optional dependency
     PROVIDER = 3  # engine or model problem (missing weights, engine crashed, auth)
     DATA = 4  # some inputs could not be processed; results for the rest were written
+    CONFLICT = 5  # the append-only store already holds different content under that key
 
 
 class VoxperfError(Exception):
@@ -111,3 +118,21 @@ class PartialFailure(VoxperfError):
     """Some fixtures failed; results for the ones that worked were still written."""
 
     exit_code = ExitCode.DATA
+
+
+class StoreError(VoxperfError):
+    """The result store cannot do what was asked (bad key, unreadable file, broken index)."""
+
+
+class StoreConflictError(StoreError):
+    """Append-only: the key already holds different content; nothing was changed."""
+
+    exit_code = ExitCode.CONFLICT
+    http_status = 409
+
+
+class StoreRemoteError(StoreError):
+    """The git remote behind a store could not be reached or refused the push."""
+
+    exit_code = ExitCode.PROVIDER
+    http_status = 502

@@ -1,0 +1,1 @@
+"""voxperf.store: the append-only result store (local directory or git repository)."""

@@ -1,0 +1,154 @@
+"""Store backends: one small interface, a local directory, and (``git.py``) a git repository.
+
+A backend stores opaque bytes under store-relative paths produced by
+:class:`~voxperf.store.keys.StoreKey`. It is append-only: :meth:`Backend.put_new` creates a file or
+finds it already there; it never replaces one. Every backend also has a local ``root`` directory
+holding the files (for git: the working clone), where the store keeps its rebuildable index.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from voxperf.errors import StoreConflictError, StoreError
+
+__all__ = ["Backend", "LocalBackend", "PutStatus", "atomic_create", "fsync_dir"]
+
+PutStatus = Literal["written", "identical"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Append-only storage of result files."""
+
+    name: str
+    root: Path  # local directory holding the files (and the index)
+
+    def read(self, relpath: str) -> bytes | None:
+        """The (decompressed) bytes stored at ``relpath`` or its ``.gz`` twin; None if absent."""
+        ...
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[PutStatus]:
+        """Create each file that does not exist; identical content is a no-op; different content
+        raises :class:`StoreConflictError` before anything is written."""
+        ...
+
+    def list(self) -> Iterator[str]:
+        """Every stored path under ``audit/`` (``.json`` and ``.json.gz``), relative to the root."""
+        ...
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory entry durable (a rename or link is not durable until its directory is)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_create(path: Path, data: bytes) -> bool:
+    """Create ``path`` with ``data`` atomically and durably, never replacing an existing file.
+
+    Writes a temp file in the same directory, fsyncs it, hard-links it to the final name (``link``
+    fails if the name exists, so two racing writers cannot both win) and fsyncs the directory. A
+    crash at any point leaves either no file or the complete file, never a torn one. Returns False
+    when ``path`` already existed (nothing written).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        fsync_dir(path.parent)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_stored(root: Path, relpath: str) -> bytes | None:
+    """Read ``relpath`` or its gzip twin under ``root``; the bytes returned are decompressed."""
+    path = root / relpath
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    gz = path.with_name(path.name + ".gz")
+    try:
+        raw = gz.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError) as exc:
+        raise StoreError(f"stored file {gz} is not valid gzip: {exc}", "run `voxperf store verify`") from exc
+
+
+def list_stored(root: Path) -> Iterator[str]:
+    audit = root / "audit"
+    if not audit.is_dir():
+        return
+    for dirpath, _dirs, files in os.walk(audit):
+        for name in files:
+            if name.endswith((".json", ".json.gz")) and not name.startswith("."):
+                yield (Path(dirpath) / name).relative_to(root).as_posix()
+
+
+def check_new(existing: bytes | None, data: bytes, relpath: str) -> PutStatus | None:
+    """None when the key is free, "identical" when it holds these bytes, else a conflict."""
+    if existing is None:
+        return None
+    if existing == data:
+        return "identical"
+    raise StoreConflictError(
+        f"{relpath} already holds a different result; the store is append-only",
+        "results are never replaced: re-run on a new commit, or remove the file by hand if it is wrong",
+    )
+
+
+class LocalBackend:
+    """A plain directory (default ``.voxperf/store``)."""
+
+    name = "local"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create store directory {self.root}: {exc.strerror}", "choose another path"
+            ) from exc
+
+    def read(self, relpath: str) -> bytes | None:
+        return read_stored(self.root, relpath)
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[PutStatus]:
+        # refuse conflicts before writing anything
+        for relpath, data in items:
+            check_new(self.read(relpath), data, relpath)
+        out: list[PutStatus] = []
+        for relpath, data in items:
+            if atomic_create(self.root / relpath, data):
+                out.append("written")
+            else:  # a concurrent writer won the race: identical is fine, different is a conflict
+                out.append(check_new(self.read(relpath), data, relpath) or "identical")
+        return out
+
+    def list(self) -> Iterator[str]:
+        return list_stored(self.root)
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({self.root})"
