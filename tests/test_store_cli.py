@@ -103,3 +103,21 @@ def test_bench_store_refuses_dirty_tree_but_keeps_result(tmp_path: Path, tone_di
     allowed = run_cli(*args, "--allow-dirty", "--pr", "5", "-o", str(tmp_path / "d2.json"), cwd=repo)
     assert allowed.returncode == 0, allowed.stderr
     assert (repo / "perf-store" / "audit" / "pr" / "5" / f"{c}-codepath.json").is_file()
+
+
+def test_git_store_through_the_cli(tmp_path: Path, monkeypatch) -> None:
+    bare = tmp_path / "perf.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    result_file = tmp_path / "r.json"
+    dump_result(make_result("c" * 40), result_file)
+    env_cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(env_cache))  # the managed clone lives here
+    location = f"git+{bare}"
+    put = run_cli("store", "put", str(result_file), "--pr", "12", "--store", location)
+    assert put.returncode == 0, put.stderr
+    files = git(bare, "ls-tree", "-r", "--name-only", "main").splitlines()
+    assert sorted(files) == [f"audit/pr/12/{'c' * 40}-codepath.json", f"audit/pr/12/{'c' * 40}.json"]
+    ls = run_cli("store", "ls", "--pr", "12", "--store", location, "--json")
+    assert len(json.loads(ls.stdout)) == 2
+    gone = run_cli("store", "put", str(result_file), "--store", f"git+{tmp_path / 'nowhere.git'}")
+    assert gone.returncode == ExitCode.PROVIDER and "Traceback" not in gone.stderr

@@ -68,5 +68,6 @@ def open_store(location: str) -> ResultStore:
         remote = parse_location(location)
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "voxperf" / "stores"
         workdir = cache / hashlib.sha256(remote.encode()).hexdigest()[:16]
-        return ResultStore(GitBackend(remote, workdir))
+        # one fetch serves a whole operation (verify reads every file) instead of one fetch per file
+        return ResultStore(GitBackend(remote, workdir, refresh_interval=5.0))
     return ResultStore(LocalBackend(location))
