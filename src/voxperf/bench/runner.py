@@ -25,6 +25,7 @@ from voxperf import __version__
 from voxperf.audio.fixtures import Fixture, default_cache_dir, load_fixtures, make_fixture
 from voxperf.audio.texts import VARIANTS
 from voxperf.bench import stats
+from voxperf.bench.catalog import METRIC_UNITS
 from voxperf.bench.environment import ResourceSampler, git_info, machine_info
 from voxperf.bench.schema import (
     LANES,
@@ -72,23 +73,6 @@ LEVELS = ("raw", "clean", "polish")
 DEFAULT_SPECS = {"stt": "faster-whisper", "tts": "piper", "vad": "silero", "rewrite": "local"}
 FAKE_STAGES = {"stt": "stt", "tts": "tts", "synthesize": "tts", "vad": "vad", "rewrite": "rewrite"}
 
-# metric key -> unit; the only list of summarised metrics (report code imports it)
-METRIC_UNITS: dict[str, str] = {
-    **{f"{s.value}_ms": "ms" for s in Stage},
-    "total_ms": "ms",
-    "total_stage_ms": "ms",
-    "overhead_ms": "ms",
-    "ttfa_ms": "ms",
-    "first_chunk_ms": "ms",
-    "generation_ms": "ms",
-    "streaming_ms": "ms",
-    "leading_silence_ms": "ms",
-    "cpu_ms": "ms",
-    "stt_rtfx": "x",
-    "rtfx": "x",
-    "streaming_efficiency": "ratio",
-    "wer": "ratio",
-}
 # a provider-lane engine stage faster than this (per request) did not do real work (seed 003)
 IMPLAUSIBLE_FLOOR_MS = {"stt_ms": 1.0, "synthesize_ms": 1.0, "vad_ms": 0.02, "ttfa_ms": 0.5}
 
