@@ -38,6 +38,7 @@ When is a result noisy? (``noise_notes``)
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -52,6 +53,7 @@ __all__ = [
     "MIN_SAMPLES_P95",
     "MIN_SAMPLES_P99",
     "QUANTILES",
+    "Delta",
     "Samples",
     "Summary",
     "bootstrap_ci",
@@ -59,6 +61,7 @@ __all__ = [
     "noise_notes",
     "pooled_weights",
     "quantile",
+    "quantile_delta",
     "summarize",
     "summarize_weighted",
     "weighted_bootstrap_quantile_cis",
@@ -322,6 +325,80 @@ def weighted_bootstrap_quantile_cis(
         boot[:, start : start + m] = _weighted_quantile_rows(matrix, weights, qf)
         start += m
     return {q: _percentile_interval(boot[j], confidence) for j, q in enumerate(qf)}
+
+
+def _weighted_quantile_boot(
+    parsed: list[tuple[_Floats, float]], q: float, resamples: int, rng: np.random.Generator
+) -> _Floats:
+    """Bootstrap distribution of a weighted quantile, resampling within each group."""
+    _, weights = pooled_weights(parsed, normalize=True)
+    n = weights.size
+    boot = np.empty(resamples, dtype=np.float64)
+    rows = max(1, _CHUNK_ELEMENTS // n)
+    start = 0
+    while start < resamples:
+        m = min(rows, resamples - start)
+        matrix = np.concatenate(
+            [arr[rng.integers(0, arr.size, size=(m, arr.size))] for arr, _ in parsed], axis=1
+        )
+        boot[start : start + m] = _weighted_quantile_rows(matrix, weights, (q,))[0]
+        start += m
+    return boot
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """head − base of one quantile, with bootstrap CIs of the absolute and relative change."""
+
+    base: float
+    head: float
+    abs: float
+    rel: float | None  # None when base is 0
+    abs_ci: tuple[float, float]
+    rel_ci: tuple[float, float] | None
+
+
+def _data_seed(groups: list[tuple[_Floats, float]]) -> int:
+    """A seed derived from the data itself (order-independent)."""
+    return zlib.crc32(np.sort(np.concatenate([arr for arr, _ in groups])).tobytes())
+
+
+def quantile_delta(
+    base: Groups,
+    head: Groups,
+    q: float = 0.5,
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int | None = None,
+) -> Delta:
+    """Change of the (byte-weighted) q quantile from base to head, with percentile-bootstrap CIs.
+
+    Base and head are resampled independently (within each fixture), so the CI of the difference
+    reflects the noise of both runs; a CI that excludes 0 means the change is significant at
+    ``confidence``. Each side's resampling is seeded from its own data (plus ``seed``), so swapping
+    base and head mirrors the result exactly. Pass one group per side for a single fixture."""
+    qf = _check_q(q)
+    _check_bootstrap_args(confidence, resamples)
+    b = [(arr, w) for arr, w in _parse_groups(base) if w > 0]
+    h = [(arr, w) for arr, w in _parse_groups(head) if w > 0]
+    if not b or not h:
+        raise ValueError("both sides need at least one group with positive weight")
+    bv, bw = pooled_weights(b, normalize=True)
+    hv, hw = pooled_weights(h, normalize=True)
+    base_q = float(_weighted_quantile_rows(bv[None, :], bw, (qf,))[0, 0])
+    head_q = float(_weighted_quantile_rows(hv[None, :], hw, (qf,))[0, 0])
+    extra = seed or 0
+    base_boot = _weighted_quantile_boot(b, qf, resamples, np.random.default_rng([_data_seed(b), extra]))
+    head_boot = _weighted_quantile_boot(h, qf, resamples, np.random.default_rng([_data_seed(h), extra]))
+    rel: float | None = None
+    rel_ci: tuple[float, float] | None = None
+    if base_q != 0 and np.all(base_boot != 0):
+        rel = head_q / base_q - 1.0
+        rel_ci = _percentile_interval(head_boot / base_boot - 1.0, confidence)
+    return Delta(
+        base_q, head_q, head_q - base_q, rel, _percentile_interval(head_boot - base_boot, confidence), rel_ci
+    )
 
 
 # --- summaries -------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""voxperf.report: compare results, detect regressions, render reports."""

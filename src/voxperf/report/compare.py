@@ -1,0 +1,502 @@
+"""Compare a head result with a base: per-metric deltas with CIs, verdicts, attribution.
+
+Verdict rules (per metric and quantile, on raw samples; "worse" follows the metric's direction):
+
+* fewer than 3 samples on either side → ``inconclusive`` (too few samples);
+* the change exceeds the warning threshold and its 95 % bootstrap CI excludes 0 → ``regression``
+  (worse) or ``improvement`` (better), at ``error`` severity when it also exceeds the error threshold;
+* the change exceeds the threshold but the CI includes 0 → ``inconclusive`` (noisy, not significant);
+* the change is within the threshold but the CI's worse end exceeds it → ``inconclusive`` (too noisy
+  to rule out a regression; never a silent pass);
+* otherwise ``unchanged``.
+
+A threshold is exceeded when the change passes every bound that is set: relative *and* absolute
+(seed 000's "> 200 ms and > 10 %" for totals). Value limits (seed 004's "TTFA > 1 s warning, > 2 s
+error") are checked on the head's p50 and reported as alerts.
+
+Only what matches is compared: same lane, pipeline and level; fixtures with the same name and audio
+sha256. Everything else is listed as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import subprocess
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from voxperf.bench import stats
+from voxperf.bench.catalog import METRIC_BETTER, METRIC_UNITS, is_stage_metric
+from voxperf.bench.schema import BenchResult
+from voxperf.errors import UsageError
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "Alert",
+    "Attribution",
+    "Comparison",
+    "MetricComparison",
+    "Thresholds",
+    "compare_results",
+    "thresholds_from_config",
+]
+
+Verdict = Literal["regression", "improvement", "unchanged", "inconclusive"]
+Severity = Literal["warning", "error"]
+MIN_SAMPLES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """When a change matters (relative as a fraction, absolute in the metric's unit) and value limits."""
+
+    rel_warn: float | None = 0.10
+    abs_warn: float | None = None
+    rel_error: float | None = 0.25
+    abs_error: float | None = None
+    limit_warn: float | None = None  # head p50 beyond this (worse direction) raises an alert
+    limit_error: float | None = None
+
+
+def _ms(rw: float, aw: float, re: float, ae: float, **kw: Any) -> Thresholds:
+    return Thresholds(rel_warn=rw, abs_warn=aw, rel_error=re, abs_error=ae, **kw)
+
+
+DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
+    **{m: _ms(0.10, 5.0, 0.25, 20.0) for m in METRIC_UNITS if is_stage_metric(m)},
+    "total_ms": _ms(0.10, 100.0, 0.10, 200.0),  # seed 000: > 200 ms and > 10 %
+    "total_stage_ms": _ms(0.10, 100.0, 0.10, 200.0),
+    "overhead_ms": _ms(0.25, 0.05, 0.50, 0.5),
+    "ttfa_ms": _ms(0.10, 50.0, 0.20, 200.0, limit_warn=1000.0, limit_error=2000.0),  # seed 004
+    "first_chunk_ms": _ms(0.10, 50.0, 0.20, 200.0),
+    "generation_ms": _ms(0.10, 50.0, 0.20, 200.0),
+    "streaming_ms": _ms(0.10, 50.0, 0.20, 200.0),
+    "cpu_ms": _ms(0.15, 20.0, 0.30, 100.0),
+    "stt_rtfx": Thresholds(0.10, None, 0.20, None),
+    "rtfx": Thresholds(0.10, None, 0.20, None),
+    "streaming_efficiency": Thresholds(0.10, None, 0.20, None, limit_warn=0.80, limit_error=0.60),  # seed 004
+    "wer": Thresholds(None, 0.02, None, 0.05),  # absolute: 2 / 5 percentage points
+}
+COMPARED_METRICS = tuple(m for m in METRIC_UNITS if m in DEFAULT_THRESHOLDS and m != "leading_silence_ms")
+
+
+def thresholds_from_config(config: dict[str, Any]) -> dict[str, Thresholds]:
+    """Defaults overridden by ``[tool.voxperf.thresholds.<metric>]`` tables."""
+    out = dict(DEFAULT_THRESHOLDS)
+    table = config.get("thresholds", {})
+    if not isinstance(table, dict):
+        raise UsageError(
+            "[tool.voxperf.thresholds] must be a table", "e.g. [tool.voxperf.thresholds.total_ms]"
+        )
+    fields = set(Thresholds.__dataclass_fields__)
+    for metric, values in table.items():
+        if metric not in METRIC_UNITS:
+            raise UsageError(
+                f"unknown metric {metric!r} in [tool.voxperf.thresholds]",
+                f"use one of {', '.join(METRIC_UNITS)}",
+            )
+        if not isinstance(values, dict) or not set(values) <= fields:
+            raise UsageError(
+                f"bad [tool.voxperf.thresholds.{metric}]", f"allowed keys: {', '.join(sorted(fields))}"
+            )
+        for key, value in values.items():
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise UsageError(
+                    f"{metric}.{key} must be a non-negative number, got {value!r}", "fix the config"
+                )
+        out[metric] = replace(out.get(metric, Thresholds()), **{k: float(v) for k, v in values.items()})
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class MetricComparison:
+    """One metric's quantile, base vs head, in one lane/pipeline/level and fixture (None = aggregate)."""
+
+    lane: str
+    pipeline: str
+    level: str | None
+    fixture: str | None
+    metric: str
+    stat: str  # "p50" | "p95"
+    unit: str
+    better: str
+    n_base: int
+    n_head: int
+    delta: stats.Delta
+    verdict: Verdict
+    severity: Severity | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.delta
+        return {
+            "lane": self.lane,
+            "pipeline": self.pipeline,
+            "level": self.level,
+            "fixture": self.fixture,
+            "metric": self.metric,
+            "stat": self.stat,
+            "unit": self.unit,
+            "better": self.better,
+            "nBase": self.n_base,
+            "nHead": self.n_head,
+            "base": d.base,
+            "head": d.head,
+            "abs": d.abs,
+            "rel": d.rel,
+            "absCi": list(d.abs_ci),
+            "relCi": list(d.rel_ci) if d.rel_ci else None,
+            "verdict": self.verdict,
+            "severity": self.severity,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A head value beyond a limit (seed 004's alert thresholds)."""
+
+    lane: str
+    pipeline: str
+    level: str | None
+    metric: str
+    value: float
+    limit: float
+    severity: Severity
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lane": self.lane,
+            "pipeline": self.pipeline,
+            "level": self.level,
+            "metric": self.metric,
+            "value": self.value,
+            "limit": self.limit,
+            "severity": self.severity,
+        }
+
+
+@dataclass
+class Attribution:
+    """Where a total's change went: stage mean deltas that add up to the total's mean delta."""
+
+    lane: str
+    pipeline: str
+    level: str | None
+    total_delta_ms: float
+    stage_deltas_ms: dict[str, float]  # includes "overhead"; sums to total_delta_ms
+    dominant: str | None
+    files: dict[str, list[str]] = field(default_factory=dict)  # stage -> touched files mapped to it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lane": self.lane,
+            "pipeline": self.pipeline,
+            "level": self.level,
+            "totalDeltaMs": self.total_delta_ms,
+            "stageDeltasMs": self.stage_deltas_ms,
+            "dominant": self.dominant,
+            "files": self.files,
+        }
+
+
+@dataclass
+class Comparison:
+    """Everything a report needs: rows, alerts, attribution, hints and what could not be compared."""
+
+    base_label: str
+    head_label: str
+    rows: list[MetricComparison]
+    alerts: list[Alert]
+    attributions: list[Attribution]
+    hints: list[str]
+    skipped: list[str]
+    baseline_mode: str | None = None
+
+    @property
+    def regressions(self) -> list[MetricComparison]:
+        return [r for r in self.rows if r.verdict == "regression"]
+
+    @property
+    def failed(self) -> bool:
+        """The gate: a regression or alert at error severity."""
+        return any(r.severity == "error" for r in self.regressions) or any(
+            a.severity == "error" for a in self.alerts
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base_label,
+            "head": self.head_label,
+            "baselineMode": self.baseline_mode,
+            "failed": self.failed,
+            "rows": [r.to_dict() for r in self.rows],
+            "alerts": [a.to_dict() for a in self.alerts],
+            "attributions": [a.to_dict() for a in self.attributions],
+            "hints": self.hints,
+            "skipped": self.skipped,
+        }
+
+
+# ------------------------------------------------------------------------------------ samples
+
+Group = tuple[str, str, str | None]  # lane, pipeline, level
+
+
+def _samples(result: BenchResult) -> dict[Group, dict[str, dict[str, list[float]]]]:
+    """(lane, pipeline, level) -> fixture -> metric -> measured samples (warm-up excluded)."""
+    out: dict[Group, dict[str, dict[str, list[float]]]] = {}
+    for lane_name, lane in result.lanes.items():
+        for run in lane.runs:
+            if run.warmup:
+                continue
+            per_metric = out.setdefault((lane_name, run.pipeline, run.level), {}).setdefault(run.fixture, {})
+            for metric, value in run.metrics.items():
+                if value is not None and metric in METRIC_UNITS:
+                    per_metric.setdefault(metric, []).append(float(value))
+    return out
+
+
+def _exceeds(
+    abs_change: float, rel_change: float | None, rel_thr: float | None, abs_thr: float | None
+) -> bool:
+    """Does a change (already signed so that positive = worse or better as asked) pass every set bound?"""
+    if rel_thr is None and abs_thr is None:
+        return False
+    if abs_thr is not None and not abs_change > abs_thr:
+        return False
+    return not (rel_thr is not None and (rel_change is None or not rel_change > rel_thr))
+
+
+def verdict_for(
+    delta: stats.Delta, better: str, thr: Thresholds, n_base: int, n_head: int
+) -> tuple[Verdict, Severity | None, str]:
+    """Apply the module's verdict rules to one delta."""
+    if min(n_base, n_head) < MIN_SAMPLES:
+        return "inconclusive", None, f"too few samples (base {n_base}, head {n_head}; need {MIN_SAMPLES})"
+    sign = 1.0 if better == "lower" else -1.0  # positive signed change = worse
+    change, rel = sign * delta.abs, (sign * delta.rel if delta.rel is not None else None)
+    worse = change > 0
+    mag, rel_mag = abs(change), (abs(rel) if rel is not None else None)
+    lo, hi = delta.abs_ci
+    significant = lo > 0 or hi < 0
+    if _exceeds(mag, rel_mag, thr.rel_warn, thr.abs_warn):
+        if not significant:
+            return "inconclusive", None, "change exceeds the threshold but its 95% CI includes 0 (noisy)"
+        severity: Severity = "error" if _exceeds(mag, rel_mag, thr.rel_error, thr.abs_error) else "warning"
+        return ("regression" if worse else "improvement"), severity, "exceeds threshold and significant"
+    # within the threshold: can the CI's worse end still be a regression?
+    worse_abs = max(sign * lo, sign * hi)
+    worse_rel = None
+    if delta.rel_ci is not None:
+        worse_rel = max(sign * delta.rel_ci[0], sign * delta.rel_ci[1])
+    if worse_abs > 0 and _exceeds(worse_abs, worse_rel, thr.rel_warn, thr.abs_warn):
+        return "inconclusive", None, "within threshold, but too noisy to rule out a regression"
+    return "unchanged", None, "within threshold"
+
+
+# ------------------------------------------------------------------------------------ compare
+
+
+def _fixture_weights(result: BenchResult) -> dict[str, tuple[str, float]]:
+    return {f.name: (f.sha256, float(max(f.bytes, 1))) for f in result.fixtures}
+
+
+def compare_results(
+    base: BenchResult,
+    head: BenchResult,
+    *,
+    thresholds: dict[str, Thresholds] | None = None,
+    stats_: tuple[str, ...] = ("p50", "p95"),
+    per_fixture: bool = True,
+    resamples: int = 1000,
+    base_label: str = "base",
+    head_label: str = "head",
+    repo: Path | None = None,
+    globs: dict[str, list[str]] | None = None,
+) -> Comparison:
+    """Compare every comparable metric of head against base (see module docstring)."""
+    thr = thresholds or DEFAULT_THRESHOLDS
+    skipped: list[str] = []
+    if base.schemaVersion != head.schemaVersion:
+        skipped.append(f"schema versions differ (base {base.schemaVersion}, head {head.schemaVersion})")
+    bs, hs = _samples(base), _samples(head)
+    bfx, hfx = _fixture_weights(base), _fixture_weights(head)
+    for group in sorted(set(bs) ^ set(hs), key=str):
+        side = "head" if group in hs else "base"
+        skipped.append(f"{'/'.join(str(g) for g in group if g)}: only in {side}")
+    rows: list[MetricComparison] = []
+    alerts: list[Alert] = []
+    attributions: list[Attribution] = []
+    qs = {"p50": 0.5, "p95": 0.95}
+    for group in sorted(set(bs) & set(hs), key=str):
+        lane, pipeline, level = group
+        where = f"{lane}/{pipeline}/{level or '-'}"
+        common = []
+        for name in sorted(set(bs[group]) | set(hs[group])):
+            if name not in bs[group] or name not in hs[group]:
+                side = "head" if name in hs[group] else "base"
+                skipped.append(f"{where}: fixture {name} only in {side}")
+            elif bfx.get(name, ("", 0))[0] != hfx.get(name, ("?", 0))[0]:
+                skipped.append(f"{where}: fixture {name} audio differs (sha256), not compared")
+            else:
+                common.append(name)
+        if not common:
+            continue
+        for metric in COMPARED_METRICS:
+            b_groups = [(bs[group][n][metric], hfx[n][1]) for n in common if bs[group][n].get(metric)]
+            h_groups = [(hs[group][n][metric], hfx[n][1]) for n in common if hs[group][n].get(metric)]
+            if not b_groups or not h_groups or len(b_groups) != len(h_groups):
+                continue
+            scopes: list[tuple[str | None, list[Any], list[Any]]] = [(None, b_groups, h_groups)]
+            if per_fixture and len(common) > 1:
+                for i, n in enumerate(common):
+                    scopes.append((n, [b_groups[i]], [h_groups[i]]))
+            for fixture, bg, hg in scopes:
+                n_b, n_h = sum(len(g) for g, _ in bg), sum(len(g) for g, _ in hg)
+                for stat_name in stats_:
+                    delta = stats.quantile_delta(bg, hg, qs[stat_name], resamples=resamples)
+                    v, sev, why = verdict_for(
+                        delta, METRIC_BETTER[metric], thr.get(metric, Thresholds()), n_b, n_h
+                    )
+                    rows.append(
+                        MetricComparison(
+                            lane,
+                            pipeline,
+                            level,
+                            fixture,
+                            metric,
+                            stat_name,
+                            METRIC_UNITS[metric],
+                            METRIC_BETTER[metric],
+                            n_b,
+                            n_h,
+                            delta,
+                            v,
+                            sev,
+                            why,
+                        )
+                    )
+            alerts.extend(_alerts(lane, pipeline, level, metric, h_groups, thr.get(metric)))
+        attributions.append(_attribute(lane, pipeline, level, bs[group], hs[group], common, hfx))
+    files = _touched_files(base, head, repo) if repo is not None else []
+    if files:
+        for a in attributions:
+            a.files = _map_files(files, globs or {})
+    rows.sort(key=_row_order)
+    return Comparison(base_label, head_label, rows, alerts, attributions, _lane_hints(rows), skipped)
+
+
+def _row_order(r: MetricComparison) -> tuple[Any, ...]:
+    rank = {"regression": 0, "inconclusive": 1, "improvement": 2, "unchanged": 3}[r.verdict]
+    return (
+        rank,
+        0 if r.severity == "error" else 1,
+        r.lane,
+        r.pipeline,
+        r.level or "",
+        r.fixture or "",
+        r.metric,
+        r.stat,
+    )
+
+
+def _alerts(
+    lane: str, pipeline: str, level: str | None, metric: str, head_groups: list[Any], thr: Thresholds | None
+) -> list[Alert]:
+    if thr is None or (thr.limit_warn is None and thr.limit_error is None):
+        return []
+    hv, hw = stats.pooled_weights(head_groups, normalize=True)
+    value = stats.weighted_quantile(hv, hw, 0.5)
+    higher_is_worse = METRIC_BETTER[metric] == "lower"
+    for limit, severity in ((thr.limit_error, "error"), (thr.limit_warn, "warning")):
+        if limit is not None and (value > limit if higher_is_worse else value < limit):
+            return [Alert(lane, pipeline, level, metric, value, limit, severity)]  # type: ignore[arg-type]
+    return []
+
+
+def _weighted_mean(groups: list[tuple[list[float], float]]) -> float:
+    values, weights = stats.pooled_weights(groups, normalize=True)
+    return float(np.average(values, weights=weights))
+
+
+def _attribute(
+    lane: str,
+    pipeline: str,
+    level: str | None,
+    base: dict[str, dict[str, list[float]]],
+    head: dict[str, dict[str, list[float]]],
+    common: list[str],
+    weights: dict[str, tuple[str, float]],
+) -> Attribution:
+    """Byte-weighted mean deltas of each stage and of overhead; they add up to the total's."""
+
+    def mean(side: dict[str, dict[str, list[float]]], metric: str) -> float:
+        groups = [(side[n][metric], weights[n][1]) for n in common if side[n].get(metric)]
+        return _weighted_mean(groups) if groups else 0.0
+
+    stages = sorted({m for n in common for m in list(base[n]) + list(head[n]) if is_stage_metric(m)})
+    deltas = {m.removesuffix("_ms"): mean(head, m) - mean(base, m) for m in stages}
+    deltas["overhead"] = mean(head, "overhead_ms") - mean(base, "overhead_ms")
+    total = mean(head, "total_ms") - mean(base, "total_ms")
+    dominant = max(deltas, key=lambda k: abs(deltas[k])) if deltas and total != 0 else None
+    return Attribution(lane, pipeline, level, total, deltas, dominant)
+
+
+def _touched_files(base: BenchResult, head: BenchResult, repo: Path) -> list[str]:
+    if not base.git.commit or not head.git.commit:
+        return []
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "diff", "--name-only", base.git.commit, head.git.commit],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return proc.stdout.split() if proc.returncode == 0 else []
+
+
+def _map_files(files: list[str], globs: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Touched files grouped by the stage whose globs match them (``[tool.voxperf.attribution]``)."""
+    out: dict[str, list[str]] = {}
+    for f in files:
+        stages = [s for s, patterns in globs.items() if any(fnmatch.fnmatch(f, p) for p in patterns)]
+        for s in stages or ["unmapped"]:
+            out.setdefault(s, []).append(f)
+    return out
+
+
+def _lane_hints(rows: list[MetricComparison]) -> list[str]:
+    """Provider regressed but codepath did not: the engine got slower; the reverse: our code did."""
+
+    def regressed(lane: str) -> set[tuple[str, str | None, str]]:
+        return {
+            (r.pipeline, r.level, r.metric)
+            for r in rows
+            if r.lane == lane and r.fixture is None and r.stat == "p50" and r.verdict == "regression"
+        }
+
+    def steady(lane: str) -> set[tuple[str, str | None, str]]:
+        return {
+            (r.pipeline, r.level, r.metric)
+            for r in rows
+            if r.lane == lane and r.fixture is None and r.stat == "p50" and r.verdict == "unchanged"
+        }
+
+    hints = []
+    provider_only = sorted(regressed("provider") & steady("codepath"), key=str)
+    codepath_only = sorted(regressed("codepath") & steady("provider"), key=str)
+    for pipeline, level, metric in provider_only:
+        hints.append(
+            f"{pipeline}/{level or '-'} {metric}: the provider lane regressed but the codepath lane did not: "
+            "the engine, model or provider got slower, not the pipeline code"
+        )
+    for pipeline, level, metric in codepath_only:
+        hints.append(
+            f"{pipeline}/{level or '-'} {metric}: the codepath lane regressed but the provider lane did not: "
+            "the pipeline's own code got slower (masked by engine noise in the provider lane)"
+        )
+    return hints
