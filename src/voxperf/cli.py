@@ -502,6 +502,146 @@ def store_verify(
         raise PartialFailure(f"the store has {len(report.problems)} problem(s)", "see the list above")
 
 
+def _comparison(
+    head: Path,
+    base: Path | None,
+    base_commit: str | None,
+    store: str | None,
+    repo: Path,
+    trend: int,
+    pr: int | None,
+    resamples: int,
+) -> tuple[Any, Any, list[Any]]:
+    """Load head, base (file or store baseline) and trend; compare. Shared by compare and gate."""
+    from voxperf.bench.schema import load_result
+    from voxperf.report.compare import Comparison, compare_results, thresholds_from_config
+    from voxperf.report.sources import baseline_from_store, trend_from_store
+    from voxperf.store.config import project_config
+
+    head_result = load_result(head)
+    config, _ = project_config()
+    thresholds = thresholds_from_config(config)
+    globs = config.get("attribution", {})
+    if (base is None) == (base_commit is None):
+        raise UsageError(
+            "give exactly one of --base FILE or --base-commit SHA", "e.g. --base-commit origin/main"
+        )
+    opened = _open(store) if (base_commit is not None or trend > 0) else None
+    if base is not None:
+        base_result, mode, label = load_result(base), None, str(base)
+    else:
+        assert opened is not None and base_commit is not None
+        base_result, mode, label = baseline_from_store(opened, base_commit, repo, list(head_result.lanes))
+    trend_runs = (
+        trend_from_store(opened, limit=trend, repo=repo, pr=pr) if (opened is not None and trend > 0) else []
+    )
+    head_label = (head_result.git.commit or str(head))[:12]
+    if base_result is None:
+        empty = Comparison(
+            label,
+            head_label,
+            [],
+            [],
+            [],
+            [],
+            [f"no baseline found for {label}: nothing compared"],
+            baseline_mode="missing",
+        )
+        return empty, None, trend_runs
+    comparison = compare_results(
+        base_result,
+        head_result,
+        thresholds=thresholds,
+        base_label=label,
+        head_label=head_label,
+        repo=repo if (repo / ".git").exists() else None,
+        globs=globs,
+        resamples=resamples,
+    )
+    comparison.baseline_mode = mode
+    previous = [r for _, r in trend_runs if r.git.commit != head_result.git.commit]
+    vs_trend = None
+    if previous:
+        vs_trend = compare_results(
+            previous[-1],
+            head_result,
+            thresholds=thresholds,
+            resamples=resamples,
+            base_label="previous run",
+            head_label=head_label,
+        )
+    return comparison, vs_trend, trend_runs
+
+
+BaseOpt = Annotated[Path | None, typer.Option("--base", help="Base result file")]
+BaseCommitOpt = Annotated[
+    str | None, typer.Option("--base-commit", help="Base commit: its stored baseline (or nearest ancestor's)")
+]
+RepoOpt = Annotated[Path, typer.Option(help="The project's git repository")]
+
+
+@app.command()
+@handle_errors
+def compare(
+    head: Annotated[Path, typer.Argument(help="Head result file")],
+    base: BaseOpt = None,
+    base_commit: BaseCommitOpt = None,
+    store: StoreOpt = None,
+    repo: RepoOpt = Path("."),
+    trend: Annotated[int, typer.Option(help="Trend window: latest N stored main-line runs (0 = none)")] = 0,
+    pr: Annotated[int | None, typer.Option(help="Include this PR's stored runs in the timeline")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the Markdown report (PR comment) here")] = None,
+    mermaid: Annotated[bool, typer.Option(help="Add Mermaid charts to the Markdown")] = False,
+    json_out: JsonOpt = False,
+    all_rows: Annotated[bool, typer.Option("--all", help="Show unchanged rows too")] = False,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples per CI")] = 1000,
+) -> None:
+    """Compare a head result with a base: deltas with CIs and verdicts, regressions first."""
+    from voxperf.report.render import render_json, render_markdown, render_terminal, trend_points
+
+    comparison, vs_trend, trend_runs = _comparison(head, base, base_commit, store, repo, trend, pr, resamples)
+    if markdown is not None:
+        markdown.write_text(
+            render_markdown(comparison, trend=trend_points(trend_runs), vs_trend=vs_trend, mermaid=mermaid),
+            encoding="utf-8",
+        )
+    if json_out:
+        sys.stdout.write(render_json(comparison) + "\n")
+    else:
+        render_terminal(comparison, _stderr(), all_rows=all_rows)
+
+
+@app.command()
+@handle_errors
+def gate(
+    head: Annotated[Path, typer.Argument(help="Head result file")],
+    base: BaseOpt = None,
+    base_commit: BaseCommitOpt = None,
+    store: StoreOpt = None,
+    repo: RepoOpt = Path("."),
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples per CI")] = 1000,
+) -> None:
+    """Exit 1 when a regression (or alert) at error level is found, 0 otherwise; list every regression."""
+    comparison, _, _ = _comparison(head, base, base_commit, store, repo, 0, None, resamples)
+    console = _stderr()
+    for s in comparison.skipped:
+        console.print(f"not compared: {s}")
+    for r in comparison.regressions:
+        where = f"{r.lane}/{r.pipeline}/{r.level or '-'}/{r.fixture or 'all'}"
+        rel = f" ({r.delta.rel * 100:+.1f}%)" if r.delta.rel is not None else ""
+        console.print(
+            f"{r.severity}: {where} {r.metric} {r.stat} {r.delta.base:.4g} → {r.delta.head:.4g}{rel}"
+        )
+    for a in comparison.alerts:
+        console.print(
+            f"{a.severity}: alert {a.lane}/{a.pipeline} {a.metric} {a.value:.4g} beyond {a.limit:g}"
+        )
+    if comparison.failed:
+        console.print("gate: FAILED (regression at error level)")
+        raise typer.Exit(int(ExitCode.GATE_FAILED))
+    console.print(f"gate: ok ({len(comparison.regressions)} warning-level regression(s))")
+
+
 @app.command()
 def version() -> None:
     """Print voxperf's version."""

@@ -1,0 +1,270 @@
+"""Render a :class:`~voxperf.report.compare.Comparison`: Markdown (PR comment), terminal, JSON.
+
+The Markdown starts with a hidden marker so a CI job can find and update its own sticky comment.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from voxperf.bench.schema import BenchResult
+from voxperf.bench.table import format_value
+from voxperf.report.compare import Comparison, MetricComparison
+
+__all__ = [
+    "COMMENT_MARKER",
+    "TrendPoint",
+    "render_json",
+    "render_markdown",
+    "render_terminal",
+    "trend_points",
+]
+
+COMMENT_MARKER = "<!-- voxperf-report -->"
+_ICON = {"regression": "🔴", "improvement": "🟢", "unchanged": "⚪", "inconclusive": "🟡"}
+_HEADLINE = (
+    "total_ms",
+    "ttfa_ms",
+    "stt_ms",
+    "rewrite_ms",
+    "encode_ms",
+    "synthesize_ms",
+    "overhead_ms",
+    "wer",
+    "stt_rtfx",
+    "rtfx",
+    "streaming_efficiency",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    """One run in the timeline: where it came from and its p95 per (lane, pipeline, level, metric)."""
+
+    source: str  # "main" or "pr/<n>"
+    commit: str
+    created_at: str
+    p95: dict[tuple[str, str, str | None, str], float]
+
+
+def trend_points(results: Sequence[tuple[str, BenchResult]]) -> list[TrendPoint]:
+    """Timeline points from stored results (aggregate p95 of each metric), oldest first."""
+    out = []
+    for source, r in results:
+        p95: dict[tuple[str, str, str | None, str], float] = {}
+        for lane_name, lane in r.lanes.items():
+            for g in lane.summaries:
+                if g.fixture is None:
+                    for metric, s in g.metrics.items():
+                        p95[(lane_name, g.pipeline, g.level, metric)] = s.p95
+        out.append(TrendPoint(source, r.git.commit or "-", r.createdAt, p95))
+    return out
+
+
+def _fmt_delta(r: MetricComparison) -> tuple[str, str]:
+    d = r.delta
+    sign = "+" if d.abs >= 0 else "−"
+    rel = f" ({d.rel * 100:+.1f}%)" if d.rel is not None else ""
+    delta = f"{sign}{format_value(abs(d.abs), r.unit)}{rel}"
+    if d.rel_ci is not None:
+        ci = f"[{d.rel_ci[0] * 100:+.1f}%, {d.rel_ci[1] * 100:+.1f}%]"
+    else:
+        ci = f"[{format_value(d.abs_ci[0], r.unit)}, {format_value(d.abs_ci[1], r.unit)}]"
+    return delta, ci
+
+
+def _verdict_text(r: MetricComparison) -> str:
+    sev = f" ({r.severity})" if r.severity else ""
+    return f"{_ICON[r.verdict]} {r.verdict}{sev}"
+
+
+def _where(lane: str, pipeline: str, level: str | None) -> str:
+    return f"{lane} · {pipeline}" + (f" · {level}" if level else "")
+
+
+def _group(r: MetricComparison) -> str:
+    return _where(r.lane, r.pipeline, r.level)
+
+
+def render_markdown(
+    comparison: Comparison,
+    *,
+    trend: Sequence[TrendPoint] = (),
+    vs_trend: Comparison | None = None,
+    timeline_metrics: Sequence[str] = ("total_ms", "ttfa_ms"),
+    mermaid: bool = False,
+    synthesis: str | None = None,
+) -> str:
+    """A PR comment: verdict line, summary table, attribution, per-fixture details, timeline."""
+    c = comparison
+    regressions = c.regressions
+    lines = [COMMENT_MARKER, "## voxperf report", ""]
+    status = "❌ **gate failed**" if c.failed else ("⚠️ warnings" if regressions else "✅ no regression")
+    mode = f" ({c.baseline_mode.replace('_', ' ')})" if c.baseline_mode else ""
+    lines.append(f"{status} — head `{c.head_label}` vs base `{c.base_label}`{mode}.")
+    lines.append("")
+    if synthesis:
+        lines += [f"> {synthesis}", ""]
+    trend_index = {}
+    if vs_trend is not None:
+        trend_index = {(r.lane, r.pipeline, r.level, r.fixture, r.metric, r.stat): r for r in vs_trend.rows}
+    agg = [r for r in c.rows if r.fixture is None and (r.metric in _HEADLINE or r.verdict != "unchanged")]
+    header = "| group | metric | base | head | Δ vs base | 95% CI | vs base |"
+    sep = "|---|---|---:|---:|---:|---|---|"
+    if vs_trend is not None:
+        header += " vs trend |"
+        sep += "---|"
+    lines += [header, sep]
+    for r in agg:
+        delta, ci = _fmt_delta(r)
+        row = (
+            f"| {_group(r)} | {r.metric} {r.stat} | {format_value(r.delta.base, r.unit)} | "
+            f"{format_value(r.delta.head, r.unit)} | {delta} | {ci} | {_verdict_text(r)} |"
+        )
+        if vs_trend is not None:
+            t = trend_index.get((r.lane, r.pipeline, r.level, r.fixture, r.metric, r.stat))
+            row += f" {_verdict_text(t) if t else 'n/a'} |"
+        lines.append(row)
+    lines.append("")
+    if c.alerts:
+        lines.append("**Alerts** (value limits):")
+        for a in c.alerts:
+            lines.append(
+                f"- {a.severity}: {a.lane}/{a.pipeline}/{a.level or '-'} {a.metric} p50 "
+                f"{a.value:.3g} beyond limit {a.limit:g}"
+            )
+        lines.append("")
+    attributions = [a for a in c.attributions if a.dominant and abs(a.total_delta_ms) > 0]
+    if attributions:
+        lines.append(
+            "**Where the time went** (byte-weighted mean Δ per stage; they add up to the total's Δ):"
+        )
+        lines.append("")
+        for a in attributions:
+            parts = ", ".join(
+                f"{k} {v:+.1f} ms"
+                for k, v in sorted(a.stage_deltas_ms.items(), key=lambda kv: -abs(kv[1]))
+                if abs(v) >= 0.05
+            )
+            lines.append(
+                f"- {_where(a.lane, a.pipeline, a.level)}: total {a.total_delta_ms:+.1f} ms"
+                f" — dominant **{a.dominant}**" + (f" ({parts})" if parts else "")
+            )
+            for stage, files in a.files.items():
+                lines.append(
+                    f"  - touched for {stage}: "
+                    + ", ".join(f"`{f}`" for f in files[:10])
+                    + (f" (+{len(files) - 10} more)" if len(files) > 10 else "")
+                )
+        lines.append("")
+    for hint in c.hints:
+        lines.append(f"💡 {hint}")
+    if c.hints:
+        lines.append("")
+    fixtures = [
+        r
+        for r in c.rows
+        if r.fixture is not None and r.stat == "p50" and (r.metric in _HEADLINE or r.verdict != "unchanged")
+    ]
+    if fixtures:
+        lines += [
+            "<details><summary>Per-fixture breakdown (p50)</summary>",
+            "",
+            "| group | fixture | metric | base | head | Δ | 95% CI | verdict |",
+            "|---|---|---|---:|---:|---:|---|---|",
+        ]
+        for r in fixtures:
+            delta, ci = _fmt_delta(r)
+            lines.append(
+                f"| {_group(r)} | {r.fixture} | {r.metric} | {format_value(r.delta.base, r.unit)} | "
+                f"{format_value(r.delta.head, r.unit)} | {delta} | {ci} | {_verdict_text(r)} |"
+            )
+        lines += ["", "</details>", ""]
+    if trend:
+        lines += _timeline(trend, timeline_metrics, mermaid)
+    if c.skipped:
+        lines += (
+            ["<details><summary>Not compared</summary>", ""]
+            + [f"- {s}" for s in c.skipped]
+            + ["", "</details>", ""]
+        )
+    lines.append(
+        "<sub>Verdicts: a regression exceeds its threshold and its bootstrap 95% CI excludes 0; "
+        "inconclusive means too noisy or too few samples to tell. Generated by voxperf.</sub>"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _timeline(trend: Sequence[TrendPoint], metrics: Sequence[str], mermaid: bool) -> list[str]:
+    keys = sorted({k for p in trend for k in p.p95 if k[3] in metrics}, key=str)
+    if not keys:
+        return []
+    lines = [f"<details><summary>Run timeline (latest {len(trend)} runs, p95)</summary>", ""]
+    cols = [f"{lane}·{pipe}{'·' + lvl if lvl else ''} {metric}" for lane, pipe, lvl, metric in keys]
+    lines.append("| source | commit | " + " | ".join(cols) + " |")
+    lines.append("|---|---|" + "---:|" * len(cols))
+    for p in trend:
+        cells = [f"{p.p95[k]:.1f}" if k in p.p95 else "–" for k in keys]
+        lines.append(f"| {p.source} | `{p.commit[:8]}` | " + " | ".join(cells) + " |")
+    lines.append("")
+    if mermaid:
+        key = keys[0]
+        values = [p.p95.get(key, 0.0) for p in trend]
+        lines += [
+            "```mermaid",
+            "xychart-beta",
+            f'  title "{cols[0]} p95 (ms)"',
+            "  x-axis [" + ", ".join(f'"{p.commit[:7]}"' for p in trend) + "]",
+            "  line [" + ", ".join(f"{v:.1f}" for v in values) + "]",
+            "```",
+            "",
+        ]
+    lines += ["</details>", ""]
+    return lines
+
+
+def render_terminal(comparison: Comparison, console: Console, *, all_rows: bool = False) -> None:
+    """A Rich table of verdicts, regressions first; unchanged rows only with ``all_rows``."""
+    table = Table(title=f"voxperf compare: {comparison.head_label} vs {comparison.base_label}")
+    for col in ("where", "metric", "base", "head", "Δ", "95% CI", "verdict"):
+        table.add_column(col, no_wrap=True)
+    style = {"regression": "bold red", "improvement": "green", "inconclusive": "yellow", "unchanged": "dim"}
+    for r in comparison.rows:
+        if r.verdict == "unchanged" and not all_rows:
+            continue
+        delta, ci = _fmt_delta(r)
+        where = f"{r.lane}/{r.pipeline}" + (f"/{r.level}" if r.level else "") + f" [{r.fixture or 'all'}]"
+        table.add_row(
+            where,
+            f"{r.metric} {r.stat}",
+            format_value(r.delta.base, r.unit),
+            format_value(r.delta.head, r.unit),
+            delta,
+            ci,
+            Text(r.verdict + (f" ({r.severity})" if r.severity else ""), style=style[r.verdict]),
+        )
+    console.print(table)
+    unchanged = sum(r.verdict == "unchanged" for r in comparison.rows)
+    console.print(
+        f"{unchanged} of {len(comparison.rows)} comparisons unchanged"
+        + ("" if all_rows else " (hidden; --all shows them)")
+    )
+    for a in comparison.alerts:
+        console.print(
+            f"[bold red]alert[/bold red] {a.severity}: {a.lane}/{a.pipeline} {a.metric} "
+            f"{a.value:.3g} beyond {a.limit:g}"
+        )
+    for h in comparison.hints:
+        console.print(f"hint: {h}")
+    for s in comparison.skipped:
+        console.print(f"[dim]not compared: {s}[/dim]")
+
+
+def render_json(comparison: Comparison) -> str:
+    return json.dumps(comparison.to_dict(), indent=2)
