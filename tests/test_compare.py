@@ -1,0 +1,238 @@
+"""compare / gate: verdict properties, attribution, mismatches, and a real injected slowdown."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from voxperf.bench.runner import BenchConfig, run_bench
+from voxperf.bench.schema import BenchResult, dump_result, parse_result
+from voxperf.bench.stats import Delta
+from voxperf.errors import ExitCode, UsageError
+from voxperf.report.compare import (
+    DEFAULT_THRESHOLDS,
+    Thresholds,
+    compare_results,
+    thresholds_from_config,
+    verdict_for,
+)
+from voxperf.report.render import COMMENT_MARKER, render_markdown
+
+from .conftest import run_cli
+from .test_schema import minimal_result
+
+
+def synthetic(
+    samples: dict[str, list[float]], *, lane: str = "codepath", commit: str = "a" * 40, sha: str = "0" * 64
+) -> BenchResult:
+    """A result whose dictation/raw runs have stt_ms = sample and total = stt + 1 ms (+ overhead)."""
+    data = minimal_result()
+    data["git"]["commit"] = commit
+    template = data["lanes"]["codepath"]["runs"][0]
+    runs = []
+    for fixture, values in samples.items():
+        for i, v in enumerate(values):
+            run = copy.deepcopy(template)
+            run.update(
+                fixture=fixture,
+                iteration=i,
+                requestId=f"{fixture}-{i}",
+                metrics={"stt_ms": v, "decode_ms": 1.0, "overhead_ms": 0.01, "total_ms": v + 1.01},
+            )
+            runs.append(run)
+    data["lanes"]["codepath"]["runs"] = runs
+    data["lanes"]["codepath"]["summaries"] = []
+    data["fixtures"] = [
+        {
+            "name": f,
+            "durationS": 1.0,
+            "sampleRate": 16000,
+            "bytes": 1000 * (i + 1),
+            "sha256": sha,
+            "hasTranscript": False,
+        }
+        for i, f in enumerate(samples)
+    ]
+    if lane != "codepath":
+        data["lanes"] = {lane: {**data["lanes"]["codepath"], "lane": lane}}
+    return parse_result(data)
+
+
+def rows(comparison, metric: str = "stt_ms", stat: str = "p50", fixture: str | None = None):
+    return [r for r in comparison.rows if r.metric == metric and r.stat == stat and r.fixture == fixture]
+
+
+stable = st.lists(st.floats(50.0, 51.0), min_size=5, max_size=12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(stable, stable)
+def test_result_compared_with_itself_is_unchanged(a: list[float], b: list[float]) -> None:
+    result = synthetic({"f1": a, "f2": b})
+    comparison = compare_results(result, result, resamples=200)
+    assert comparison.rows
+    assert {r.verdict for r in comparison.rows} == {"unchanged"}
+    assert not comparison.failed
+
+
+@settings(max_examples=25, deadline=None)
+@given(stable, st.floats(0.5, 2.0), st.integers(0, 3))
+def test_swapping_base_and_head_flips_the_verdict(a: list[float], factor: float, jitter: int) -> None:
+    head_values = [v * factor + 0.01 * ((i + jitter) % 3) for i, v in enumerate(a)]
+    base, head = synthetic({"f": a}), synthetic({"f": head_values})
+    forward = {(r.metric, r.stat): r.verdict for r in compare_results(base, head, resamples=200).rows}
+    backward = {(r.metric, r.stat): r.verdict for r in compare_results(head, base, resamples=200).rows}
+    flip = {"regression": "improvement", "improvement": "regression"}
+    for key, verdict in forward.items():
+        assert backward[key] == flip.get(verdict, verdict)
+
+
+def test_clear_slowdown_is_an_error_regression() -> None:
+    base = synthetic({"f": [100.0, 101.0, 99.5, 100.2, 100.8]})
+    head = synthetic({"f": [150.0, 151.0, 149.5, 150.2, 150.8]})
+    comparison = compare_results(base, head, resamples=500)
+    r = rows(comparison)[0]
+    assert (r.verdict, r.severity) == ("regression", "error")
+    assert r.delta.rel == pytest.approx(0.5, abs=0.01)
+    assert r.delta.abs_ci[0] > 0
+    assert comparison.failed
+    assert comparison.rows[0].verdict == "regression"  # regressions first
+
+
+def test_noisy_change_is_inconclusive_not_a_pass() -> None:
+    base = synthetic({"f": [100.0, 20.0, 180.0, 60.0, 140.0]})
+    head = synthetic({"f": [130.0, 30.0, 230.0, 70.0, 190.0]})
+    r = rows(compare_results(base, head, resamples=500))[0]
+    assert r.verdict == "inconclusive"
+
+
+def test_too_few_samples() -> None:
+    r = rows(compare_results(synthetic({"f": [1.0, 2.0]}), synthetic({"f": [9.0, 9.5]})))[0]
+    assert r.verdict == "inconclusive" and "too few" in r.reason
+
+
+def test_verdict_rules_directly() -> None:
+    thr = Thresholds(rel_warn=0.1, abs_warn=5.0, rel_error=0.2, abs_error=20.0)
+    small = Delta(100, 103, 3, 0.03, (2.5, 3.5), (0.025, 0.035))  # significant but below threshold
+    assert verdict_for(small, "lower", thr, 10, 10)[0] == "unchanged"
+    warn = Delta(100, 115, 15, 0.15, (12, 18), (0.12, 0.18))
+    assert verdict_for(warn, "lower", thr, 10, 10)[:2] == ("regression", "warning")
+    assert verdict_for(warn, "higher", thr, 10, 10)[:2] == ("improvement", "warning")  # e.g. RTFx went up
+    # both bounds must pass: +15 % but only +1.5 ms on a small stage is not a regression
+    tiny = Delta(10, 11.5, 1.5, 0.15, (1.2, 1.8), (0.12, 0.18))
+    assert verdict_for(tiny, "lower", thr, 10, 10)[0] == "unchanged"
+
+
+def test_attribution_adds_up_and_names_the_stage() -> None:
+    base = synthetic({"f1": [50.0] * 5, "f2": [60.0] * 5})
+    head = synthetic({"f1": [80.0] * 5, "f2": [90.0] * 5})
+    (a,) = compare_results(base, head, resamples=200).attributions
+    assert a.dominant == "stt"
+    assert sum(a.stage_deltas_ms.values()) == pytest.approx(a.total_delta_ms)
+    assert a.total_delta_ms == pytest.approx(30.0)
+
+
+def test_mismatches_are_listed_and_the_rest_compared() -> None:
+    base = synthetic({"f1": [50.0] * 5, "f2": [60.0] * 5})
+    head = synthetic({"f1": [50.0] * 5, "f3": [60.0] * 5})
+    c = compare_results(base, head, resamples=200)
+    assert any("f2 only in base" in s for s in c.skipped) and any("f3 only in head" in s for s in c.skipped)
+    assert rows(c) and all(r.fixture in (None, "f1") for r in c.rows)
+    other_audio = synthetic({"f1": [50.0] * 5}, sha="1" * 64)
+    c = compare_results(base, other_audio, resamples=200)
+    assert not c.rows and any("audio differs" in s for s in c.skipped)
+    other_lane = synthetic({"f1": [50.0] * 5}, lane="provider")
+    c = compare_results(base, other_lane, resamples=200)
+    assert not c.rows and any("only in" in s for s in c.skipped)
+
+
+def test_thresholds_config() -> None:
+    t = thresholds_from_config({"thresholds": {"total_ms": {"rel_error": 0.5, "abs_error": 500}}})
+    assert (
+        t["total_ms"].rel_error == 0.5 and t["total_ms"].abs_warn == DEFAULT_THRESHOLDS["total_ms"].abs_warn
+    )
+    for bad in (
+        {"thresholds": {"nope_ms": {}}},
+        {"thresholds": {"total_ms": {"rel": 1}}},
+        {"thresholds": {"total_ms": {"rel_warn": -1}}},
+    ):
+        with pytest.raises(UsageError):
+            thresholds_from_config(bad)
+
+
+def test_ttfa_alert_limits() -> None:
+    data = synthetic({"f": [1500.0] * 5}).model_dump(mode="json")
+    for run in data["lanes"]["codepath"]["runs"]:
+        run["pipeline"], run["level"] = "speech", None
+        run["metrics"] = {"ttfa_ms": 2500.0}
+    head = parse_result(data)
+    c = compare_results(head, head, resamples=100)
+    assert [(a.metric, a.severity) for a in c.alerts] == [("ttfa_ms", "error")]
+    assert c.failed
+
+
+def test_markdown_report() -> None:
+    base = synthetic({"f1": [100.0, 101, 99, 100, 100.5], "f2": [50.0, 51, 49, 50, 50.5]})
+    head = synthetic({"f1": [150.0, 151, 149, 150, 150.5], "f2": [50.0, 51, 49, 50, 50.5]})
+    md = render_markdown(compare_results(base, head, resamples=200))
+    assert md.startswith(COMMENT_MARKER)
+    assert "gate failed" in md and "regression (error)" in md
+    assert "dominant **stt**" in md and "Per-fixture breakdown" in md
+
+
+@pytest.fixture(scope="module")
+def injected(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two real codepath-lane runs: stt 60 ms, then 78 ms (a 30 % slowdown), 10 iterations each."""
+    import numpy as np
+    import soundfile as sf
+
+    d = tmp_path_factory.mktemp("fx")
+    t = np.arange(16000) / 16000
+    sf.write(d / "a.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    out = []
+    for latency in (0.060, 0.078):
+        config = BenchConfig(
+            lanes=("codepath",),
+            pipelines=("dictation",),
+            fixtures=d,
+            levels=("raw",),
+            iterations=10,
+            warmup=1,
+            fake_latency={"stt": latency},
+            resamples=200,
+        )
+        path = d / f"r{latency}.json"
+        dump_result(run_bench(config).result, path)
+        out.append(path)
+    return out[0], out[1]
+
+
+def test_injected_30_percent_slowdown_is_detected(injected: tuple[Path, Path]) -> None:
+    base, head = (parse_result(json.loads(p.read_text())) for p in injected)
+    c = compare_results(base, head, resamples=1000)
+    stt = rows(c)[0]
+    assert (stt.verdict, stt.severity) == ("regression", "warning")
+    assert stt.delta.rel == pytest.approx(0.30, abs=0.03)
+    assert c.attributions[0].dominant == "stt"
+
+
+def test_gate_cli_exit_codes(injected: tuple[Path, Path], tmp_path: Path) -> None:
+    base, head = injected
+    ok = run_cli("gate", str(head), "--base", str(head))
+    assert ok.returncode == ExitCode.OK, ok.stderr
+    strict = tmp_path / "voxperf.toml"
+    strict.write_text("[thresholds.stt_ms]\nrel_error = 0.2\nabs_error = 10\n")
+    failed = run_cli("gate", str(head), "--base", str(base), cwd=tmp_path)
+    assert failed.returncode == ExitCode.GATE_FAILED
+    assert "stt_ms" in failed.stderr and "error:" in failed.stderr
+    usage = run_cli("gate", str(head))
+    assert usage.returncode == ExitCode.USAGE and "--base" in usage.stderr
+    md = tmp_path / "r.md"
+    shown = run_cli("compare", str(head), "--base", str(base), "--markdown", str(md), "--json")
+    assert shown.returncode == 0
+    assert json.loads(shown.stdout)["rows"] and md.read_text().startswith(COMMENT_MARKER)
