@@ -643,6 +643,57 @@ def gate(
 
 
 @app.command()
+@handle_errors
+def report(
+    head: Annotated[Path, typer.Argument(help="Head result file")],
+    base: BaseOpt = None,
+    base_commit: BaseCommitOpt = None,
+    store: StoreOpt = None,
+    repo: RepoOpt = Path("."),
+    trend: Annotated[int, typer.Option(help="Timeline: latest N stored main-line runs")] = 16,
+    pr: Annotated[
+        int | None, typer.Option(help="Pull request number (timeline and --github-comment)")
+    ] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the Markdown here (default: stdout)")] = None,
+    mermaid: Annotated[
+        bool, typer.Option(envvar="VOXPERF_RENDER_MERMAID", help="Add Mermaid charts (off by default in CI)")
+    ] = False,
+    github_comment: Annotated[
+        bool,
+        typer.Option(help="Upsert the sticky PR comment (GITHUB_TOKEN, GITHUB_REPOSITORY, GITHUB_API_URL)"),
+    ] = False,
+    github_repo: Annotated[str | None, typer.Option(envvar="GITHUB_REPOSITORY", help="owner/name")] = None,
+    github_api_url: Annotated[str, typer.Option(envvar="GITHUB_API_URL", help="GitHub API base URL")] = (
+        "https://api.github.com"
+    ),
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples per CI")] = 1000,
+) -> None:
+    """Render the PR report (Markdown) and optionally post it as one sticky PR comment."""
+    from voxperf.report.render import render_markdown, trend_points
+
+    comparison, vs_trend, trend_runs = _comparison(head, base, base_commit, store, repo, trend, pr, resamples)
+    text = render_markdown(comparison, trend=trend_points(trend_runs), vs_trend=vs_trend, mermaid=mermaid)
+    if markdown is not None:
+        markdown.write_text(text, encoding="utf-8")
+    elif not github_comment:
+        sys.stdout.write(text)
+    if github_comment:
+        from voxperf.report.github import upsert_comment
+
+        if pr is None:
+            raise UsageError("--github-comment needs the PR number", "pass --pr N")
+        result = upsert_comment(
+            text,
+            repo=github_repo or "",
+            pr=pr,
+            token=os.environ.get("GITHUB_TOKEN", ""),
+            api_url=github_api_url,
+        )
+        deleted = f", {len(result.deleted)} duplicate(s) deleted" if result.deleted else ""
+        _stderr().print(f"PR comment {result.action} (id {result.comment_id}){deleted}")
+
+
+@app.command()
 def version() -> None:
     """Print voxperf's version."""
     typer.echo(__version__)

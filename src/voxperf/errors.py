@@ -14,6 +14,7 @@ CLI and an HTTP status for the service::
     ├── ModelNotFoundError           no weights for the requested model; exit 3 / 503
     ├── EngineError                  an engine failed while running;     exit 3 / 502
     ├── PartialFailure               some fixtures failed, results of the rest were written; exit 4
+    ├── GitHubError                  the GitHub API refused or failed;   exit 3 / 502
     └── StoreError                   result store problem;               exit 2 / 400
         ├── StoreConflictError       a key already holds different content; exit 5 / 409
         └── StoreRemoteError         the store's git remote failed;      exit 3 / 502
@@ -31,6 +32,7 @@ __all__ = [
     "EngineError",
     "ExitCode",
     "FixtureError",
+    "GitHubError",
     "ModelNotFoundError",
     "PartialFailure",
     "SchemaVersionError",
@@ -133,6 +135,13 @@ class StoreConflictError(StoreError):
 
 class StoreRemoteError(StoreError):
     """The git remote behind a store could not be reached or refused the push."""
+
+    exit_code = ExitCode.PROVIDER
+    http_status = 502
+
+
+class GitHubError(VoxperfError):
+    """The GitHub REST API refused a request (auth, permissions) or could not be reached."""
 
     exit_code = ExitCode.PROVIDER
     http_status = 502
