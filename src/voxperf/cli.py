@@ -511,8 +511,10 @@ def _comparison(
     trend: int,
     pr: int | None,
     resamples: int,
-) -> tuple[Any, Any, list[Any]]:
-    """Load head, base (file or store baseline) and trend; compare. Shared by compare and gate."""
+) -> tuple[Any, Any, list[Any], Any]:
+    """Load head, base (file or store baseline) and trend; compare. Shared by compare, gate, report.
+
+    Returns (comparison, comparison vs the previous trend run or None, trend runs, base result or None)."""
     from voxperf.bench.schema import load_result
     from voxperf.report.compare import Comparison, compare_results, thresholds_from_config
     from voxperf.report.sources import baseline_from_store, trend_from_store
@@ -547,7 +549,7 @@ def _comparison(
             [f"no baseline found for {label}: nothing compared"],
             baseline_mode="missing",
         )
-        return empty, None, trend_runs
+        return empty, None, trend_runs, None
     comparison = compare_results(
         base_result,
         head_result,
@@ -570,7 +572,7 @@ def _comparison(
             base_label="previous run",
             head_label=head_label,
         )
-    return comparison, vs_trend, trend_runs
+    return comparison, vs_trend, trend_runs, base_result
 
 
 BaseOpt = Annotated[Path | None, typer.Option("--base", help="Base result file")]
@@ -622,7 +624,7 @@ def gate(
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples per CI")] = 1000,
 ) -> None:
     """Exit 1 when a regression (or alert) at error level is found, 0 otherwise; list every regression."""
-    comparison, _, _ = _comparison(head, base, base_commit, store, repo, 0, None, resamples)
+    comparison, _, _, _ = _comparison(head, base, base_commit, store, repo, 0, None, resamples)
     console = _stderr()
     for s in comparison.skipped:
         console.print(f"not compared: {s}")
@@ -655,6 +657,9 @@ def report(
         int | None, typer.Option(help="Pull request number (timeline and --github-comment)")
     ] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the Markdown here (default: stdout)")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained HTML report here")
+    ] = None,
     mermaid: Annotated[
         bool, typer.Option(envvar="VOXPERF_RENDER_MERMAID", help="Add Mermaid charts (off by default in CI)")
     ] = False,
@@ -671,12 +676,22 @@ def report(
     """Render the PR report (Markdown) and optionally post it as one sticky PR comment."""
     from voxperf.report.render import render_markdown, trend_points
 
-    comparison, vs_trend, trend_runs = _comparison(head, base, base_commit, store, repo, trend, pr, resamples)
+    comparison, vs_trend, trend_runs, base_result = _comparison(
+        head, base, base_commit, store, repo, trend, pr, resamples
+    )
     text = render_markdown(comparison, trend=trend_points(trend_runs), vs_trend=vs_trend, mermaid=mermaid)
     if markdown is not None:
         markdown.write_text(text, encoding="utf-8")
-    elif not github_comment:
+    elif not github_comment and html_out is None:
         sys.stdout.write(text)
+    if html_out is not None:
+        from voxperf.bench.schema import load_result
+        from voxperf.report.html import render_html
+
+        html_out.write_text(
+            render_html(comparison, base_result, load_result(head), trend_points(trend_runs)),
+            encoding="utf-8",
+        )
     if github_comment:
         from voxperf.report.github import upsert_comment
 

@@ -40,6 +40,8 @@ SPEECH_ROWS = (
 
 def format_value(value: float, unit: str) -> str:
     """Human formatting with the unit: ms with 3 significant digits, ratios as %, RTFx as ×."""
+    if value < 0:
+        return "-" + format_value(-value, unit)
     if unit == "ms":
         if value >= 100:
             return f"{value:,.0f} ms"

@@ -41,6 +41,7 @@ __all__ = [
     "MetricComparison",
     "Thresholds",
     "compare_results",
+    "samples_by_group",
     "thresholds_from_config",
 ]
 
@@ -246,7 +247,7 @@ class Comparison:
 Group = tuple[str, str, str | None]  # lane, pipeline, level
 
 
-def _samples(result: BenchResult) -> dict[Group, dict[str, dict[str, list[float]]]]:
+def samples_by_group(result: BenchResult) -> dict[Group, dict[str, dict[str, list[float]]]]:
     """(lane, pipeline, level) -> fixture -> metric -> measured samples (warm-up excluded)."""
     out: dict[Group, dict[str, dict[str, list[float]]]] = {}
     for lane_name, lane in result.lanes.items():
@@ -323,7 +324,7 @@ def compare_results(
     skipped: list[str] = []
     if base.schemaVersion != head.schemaVersion:
         skipped.append(f"schema versions differ (base {base.schemaVersion}, head {head.schemaVersion})")
-    bs, hs = _samples(base), _samples(head)
+    bs, hs = samples_by_group(base), samples_by_group(head)
     bfx, hfx = _fixture_weights(base), _fixture_weights(head)
     for group in sorted(set(bs) ^ set(hs), key=str):
         side = "head" if group in hs else "base"
