@@ -601,7 +601,9 @@ def compare(
     """Compare a head result with a base: deltas with CIs and verdicts, regressions first."""
     from voxperf.report.render import render_json, render_markdown, render_terminal, trend_points
 
-    comparison, vs_trend, trend_runs = _comparison(head, base, base_commit, store, repo, trend, pr, resamples)
+    comparison, vs_trend, trend_runs, _ = _comparison(
+        head, base, base_commit, store, repo, trend, pr, resamples
+    )
     if markdown is not None:
         markdown.write_text(
             render_markdown(comparison, trend=trend_points(trend_runs), vs_trend=vs_trend, mermaid=mermaid),

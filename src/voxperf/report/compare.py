@@ -6,13 +6,15 @@ Verdict rules (per metric and quantile, on raw samples; "worse" follows the metr
 * the change exceeds the warning threshold and its 95 % bootstrap CI excludes 0 → ``regression``
   (worse) or ``improvement`` (better), at ``error`` severity when it also exceeds the error threshold;
 * the change exceeds the threshold but the CI includes 0 → ``inconclusive`` (noisy, not significant);
-* the change is within the threshold but the CI's worse end exceeds it → ``inconclusive`` (too noisy
-  to rule out a regression; never a silent pass);
+* the change is within the threshold but an end of its CI is beyond it → ``inconclusive`` (too noisy
+  to rule out a real change; never a silent pass);
 * otherwise ``unchanged``.
 
 A threshold is exceeded when the change passes every bound that is set: relative *and* absolute
-(seed 000's "> 200 ms and > 10 %" for totals). Value limits (seed 004's "TTFA > 1 s warning, > 2 s
-error") are checked on the head's p50 and reported as alerts.
+(seed 000's "> 200 ms and > 10 %" for totals). Relative bounds apply to the symmetric ratio
+max(head/base, base/head) − 1, so a verdict flips exactly when base and head are swapped. Value
+limits (seed 004's "TTFA > 1 s warning, > 2 s error") are checked on the head's p50 and reported as
+alerts.
 
 Only what matches is compared: same lane, pipeline and level; fixtures with the same name and audio
 sha256. Everything else is listed as skipped with the reason.
@@ -272,16 +274,26 @@ def _exceeds(
     return not (rel_thr is not None and (rel_change is None or not rel_change > rel_thr))
 
 
+def symmetric_rel(rel: float) -> float:
+    """A relative change as the symmetric ratio max(h/b, b/h) − 1, so +10 % and its inverse
+    (−9.1 %) have the same size and swapping base and head cannot change a verdict's strength."""
+    if rel >= 0:
+        return rel
+    if rel <= -1:
+        return float("inf")
+    return 1.0 / (1.0 + rel) - 1.0
+
+
 def verdict_for(
     delta: stats.Delta, better: str, thr: Thresholds, n_base: int, n_head: int
 ) -> tuple[Verdict, Severity | None, str]:
     """Apply the module's verdict rules to one delta."""
     if min(n_base, n_head) < MIN_SAMPLES:
         return "inconclusive", None, f"too few samples (base {n_base}, head {n_head}; need {MIN_SAMPLES})"
-    sign = 1.0 if better == "lower" else -1.0  # positive signed change = worse
-    change, rel = sign * delta.abs, (sign * delta.rel if delta.rel is not None else None)
-    worse = change > 0
-    mag, rel_mag = abs(change), (abs(rel) if rel is not None else None)
+    sign = 1.0 if better == "lower" else -1.0  # sign * change > 0 means worse
+    worse = sign * delta.abs > 0
+    mag = abs(delta.abs)
+    rel_mag = symmetric_rel(delta.rel) if delta.rel is not None else None
     lo, hi = delta.abs_ci
     significant = lo > 0 or hi < 0
     if _exceeds(mag, rel_mag, thr.rel_warn, thr.abs_warn):
@@ -289,13 +301,14 @@ def verdict_for(
             return "inconclusive", None, "change exceeds the threshold but its 95% CI includes 0 (noisy)"
         severity: Severity = "error" if _exceeds(mag, rel_mag, thr.rel_error, thr.abs_error) else "warning"
         return ("regression" if worse else "improvement"), severity, "exceeds threshold and significant"
-    # within the threshold: can the CI's worse end still be a regression?
-    worse_abs = max(sign * lo, sign * hi)
-    worse_rel = None
+    # within the threshold: could either end of the CI still be beyond it? (both ends, so a swap of
+    # base and head gives the same answer)
+    rel_ends: tuple[float | None, float | None] = (None, None)
     if delta.rel_ci is not None:
-        worse_rel = max(sign * delta.rel_ci[0], sign * delta.rel_ci[1])
-    if worse_abs > 0 and _exceeds(worse_abs, worse_rel, thr.rel_warn, thr.abs_warn):
-        return "inconclusive", None, "within threshold, but too noisy to rule out a regression"
+        rel_ends = (symmetric_rel(delta.rel_ci[0]), symmetric_rel(delta.rel_ci[1]))
+    for end, rel_end in zip((lo, hi), rel_ends, strict=True):
+        if _exceeds(abs(end), rel_end, thr.rel_warn, thr.abs_warn):
+            return "inconclusive", None, "within threshold, but too noisy to rule out a change beyond it"
     return "unchanged", None, "within threshold"
 
 
