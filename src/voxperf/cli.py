@@ -133,6 +133,10 @@ def bench(
     allow_dirty: Annotated[
         bool, typer.Option(help="With --store: accept a working tree with changes")
     ] = False,
+    vs: Annotated[
+        str | None,
+        typer.Option(help='A/B: configuration B as "stt=SPEC;vad=SPEC" or a TOML file (paired ratios)'),
+    ] = None,
 ) -> None:
     """Run speech engines and pipelines on fixtures and report per-stage latency, TTFA, RTFx, WER."""
     from voxperf.bench.runner import BenchConfig, parse_fake_latency
@@ -163,6 +167,9 @@ def bench(
             raise UsageError(
                 f"{what} directory {path.parent} does not exist", "create it or choose another path"
             )
+    if vs is not None:
+        _run_ab_command(config, vs, output=output, json_out=json_out, quiet=quiet)
+        return
     store_to = None
     if store:
         from voxperf.store.config import open_store
@@ -180,6 +187,56 @@ def bench(
         pr=pr,
         allow_dirty=allow_dirty,
     )
+
+
+def _run_ab_command(config: Any, vs: str, *, output: Path | None, json_out: bool, quiet: bool) -> None:
+    """bench --vs: A and B interleaved in the provider lane; a table of paired ratios B/A."""
+    from dataclasses import replace
+
+    from rich.table import Table
+
+    from voxperf.bench.ab import parse_vs, run_ab
+    from voxperf.bench.table import format_value
+
+    overrides = parse_vs(vs)
+    config = replace(config, lanes=("provider",))
+    console = _stderr()
+    rows, meta = run_ab(config, overrides)
+    doc = {"kind": "voxperf-ab", "version": 1, **meta, "rows": [r.to_dict() for r in rows]}
+    if output is not None:
+        output.write_text(json.dumps(doc, indent=2) + "\n")
+        console.print(f"A/B result written to {output}")
+    if json_out:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    if quiet:
+        return
+    b_desc = "; ".join(f"{k}={v}" for k, v in overrides.items())
+    table = Table(title=f"A/B (provider lane, interleaved): B = A with {b_desc}")
+    for col in ("group", "metric", "pairs", "A p50", "B p50", "B/A p50", "95% CI", "verdict"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        if r.metric not in (
+            "total_ms",
+            "stt_ms",
+            "vad_ms",
+            "ttfa_ms",
+            "synthesize_ms",
+            "wer",
+            "cpu_ms",
+            "rewrite_ms",
+        ):
+            continue
+        table.add_row(
+            r.pipeline + (f" · {r.level}" if r.level else ""),
+            r.metric,
+            str(r.pairs),
+            format_value(r.a_p50, r.unit),
+            format_value(r.b_p50, r.unit),
+            f"{r.ratio_p50:.3f}",
+            f"[{r.ratio_ci[0]:.3f}, {r.ratio_ci[1]:.3f}]",
+            r.verdict,
+        )
+    console.print(table)
 
 
 def _run_bench_command(

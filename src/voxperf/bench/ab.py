@@ -1,0 +1,196 @@
+"""A/B in one run: two engine configurations, interleaved, compared by paired ratios.
+
+``voxperf bench --vs "stt=faster-whisper:compute_type=float32"`` runs configuration A (the bench
+options) and B (A with the given overrides) in the provider lane, in one process, alternating the
+order every iteration (A B, B A, ...) so drift on a noisy machine hits both alike. Each request of B
+is paired with the same fixture, level and iteration of A; the reported figure is the median of the
+paired ratios B/A with a bootstrap 95 % CI. A CI that excludes 1 is a real difference.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from voxperf.bench import stats
+from voxperf.bench.catalog import METRIC_BETTER, METRIC_UNITS
+from voxperf.bench.runner import (
+    BenchConfig,
+    Progress,
+    _dictation_run,
+    _Engines,
+    _lane_engines,
+    _prepare_fixtures,
+    _speech_run,
+)
+from voxperf.errors import UsageError
+from voxperf.pipeline.dictation import DictationPipeline
+from voxperf.pipeline.sinks import parse_audio_sink, parse_text_sink
+from voxperf.pipeline.speech import SpeechPipeline
+
+__all__ = ["AB_KEYS", "ABRow", "parse_vs", "run_ab"]
+
+AB_KEYS = ("stt", "tts", "vad", "rewrite", "encode")
+
+
+def parse_vs(text: str) -> dict[str, str]:
+    """``stt=SPEC;vad=SPEC`` or a TOML file with those keys -> overrides for configuration B."""
+    path = Path(text)
+    if text.endswith(".toml") or path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(
+                f"cannot read --vs file {path}: {exc}", 'give key = "spec" lines, e.g. stt = "..."'
+            ) from exc
+        items = {str(k): str(v) for k, v in data.items()}
+    else:
+        items = {}
+        for part in text.split(";"):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(
+                    f"bad --vs entry {part.strip()!r}",
+                    'write role=spec;role=spec, e.g. --vs "stt=pocketsphinx"',
+                )
+            items[key.strip()] = value.strip()
+    unknown = sorted(set(items) - set(AB_KEYS))
+    if unknown or not items:
+        raise UsageError(
+            f"--vs can override {', '.join(AB_KEYS)}; got {', '.join(unknown) or 'nothing'}",
+            'e.g. --vs "stt=faster-whisper:compute_type=float32"',
+        )
+    return items
+
+
+@dataclass(frozen=True, slots=True)
+class ABRow:
+    """One metric in one pipeline/level: A and B medians and the paired ratio B/A with its CI."""
+
+    pipeline: str
+    level: str | None
+    metric: str
+    unit: str
+    pairs: int
+    a_p50: float
+    b_p50: float
+    ratio_p50: float
+    ratio_ci: tuple[float, float]
+
+    @property
+    def verdict(self) -> str:
+        lo, hi = self.ratio_ci
+        if self.pairs < 3 or lo <= 1.0 <= hi:
+            return "no significant difference"
+        faster = (hi < 1.0) == (METRIC_BETTER[self.metric] == "lower")
+        return "B better" if faster else "B worse"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "level": self.level,
+            "metric": self.metric,
+            "unit": self.unit,
+            "pairs": self.pairs,
+            "aP50": self.a_p50,
+            "bP50": self.b_p50,
+            "ratioP50": self.ratio_p50,
+            "ratioCi": list(self.ratio_ci),
+            "verdict": self.verdict,
+        }
+
+
+def run_ab(
+    config: BenchConfig, overrides: dict[str, str], *, progress: Progress | None = None
+) -> tuple[list[ABRow], dict[str, Any]]:
+    """Run A (``config``) and B (``config`` with ``overrides``) interleaved; paired ratios per metric."""
+    config_b = replace(config, **{k: v for k, v in overrides.items()})
+    config.validate()
+    config_b.validate()
+    engines = _Engines()
+    fixtures = _prepare_fixtures(config, engines, [])
+    payloads = {f.name: f.path.read_bytes() for f in fixtures}
+    sides = {}
+    for name, cfg in (("A", config), ("B", config_b)):
+        made, records = _lane_engines("provider", cfg, engines)
+        dictation = speech = None
+        if "dictation" in cfg.pipelines:
+            dictation = DictationPipeline(
+                made["stt"],
+                made["rewrite"],
+                vad=made.get("vad"),
+                sink=parse_text_sink(cfg.paste),
+                encode_format=cfg.encode,
+            )
+        if "speech" in cfg.pipelines:
+            speech = SpeechPipeline(made["tts"], sink=parse_audio_sink(cfg.audio_sink), vad=made.get("vad"))
+        sides[name] = (dictation, speech, [r.model_dump() for r in records])
+    samples: dict[tuple[str, str | None, str], dict[str, list[float]]] = {}
+    total = (
+        (config.warmup + config.iterations)
+        * 2
+        * (
+            len(fixtures) * len(config.levels) * ("dictation" in config.pipelines)
+            + sum(1 for f in fixtures if f.text) * ("speech" in config.pipelines)
+        )
+    )
+    if progress:
+        progress("A/B", 0, total)
+    for it in range(config.warmup + config.iterations):
+        warm = it < config.warmup
+        order = ("A", "B") if it % 2 == 0 else ("B", "A")
+        jobs: list[tuple[str, Any, str | None]] = []
+        if "dictation" in config.pipelines:
+            jobs += [("dictation", fx, level) for fx in fixtures for level in config.levels]
+        if "speech" in config.pipelines:
+            jobs += [("speech", fx, None) for fx in fixtures if fx.text]
+        for pipeline, fx, level in jobs:
+            measured: dict[str, dict[str, float | None]] = {}
+            for side in order:
+                dictation, speech, _ = sides[side]
+                if pipeline == "dictation":
+                    rec, _res = _dictation_run(
+                        dictation, payloads[fx.name], fx, level or "raw", it, warm, "provider"
+                    )
+                else:
+                    rec, _res = _speech_run(speech, fx, it, warm, "provider")
+                measured[side] = rec.metrics
+                if progress:
+                    progress(f"A/B · {pipeline} · {fx.name} · {side}", 1)
+            if warm:
+                continue
+            for metric in METRIC_UNITS:
+                a, b = measured["A"].get(metric), measured["B"].get(metric)
+                if a is None or b is None or a <= 0 or b <= 0:
+                    continue
+                slot = samples.setdefault((pipeline, level, metric), {"a": [], "b": [], "ratio": []})
+                slot["a"].append(a)
+                slot["b"].append(b)
+                slot["ratio"].append(b / a)
+    rows = []
+    for (pipeline, level, metric), s in samples.items():
+        ci = stats.bootstrap_quantile_cis(s["ratio"], (0.5,), resamples=2000)[0.5]
+        rows.append(
+            ABRow(
+                pipeline,
+                level,
+                metric,
+                METRIC_UNITS[metric],
+                len(s["ratio"]),
+                stats.quantile(s["a"], 0.5),
+                stats.quantile(s["b"], 0.5),
+                stats.quantile(s["ratio"], 0.5),
+                ci,
+            )
+        )
+    meta = {
+        "a": {k: getattr(config, k) for k in AB_KEYS},
+        "b": {k: getattr(config_b, k) for k in AB_KEYS},
+        "engines": {k: v[2] for k, v in sides.items()},
+        "iterations": config.iterations,
+        "warmup": config.warmup,
+        "fixtures": [f.to_dict() for f in fixtures],
+    }
+    return rows, meta
