@@ -730,6 +730,9 @@ def report(
     github_api_url: Annotated[str, typer.Option(envvar="GITHUB_API_URL", help="GitHub API base URL")] = (
         "https://api.github.com"
     ),
+    synthesize: Annotated[
+        bool, typer.Option(help="Add a short synthesis from an OpenAI-compatible endpoint (fails open)")
+    ] = False,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples per CI")] = 1000,
 ) -> None:
     """Render the PR report (Markdown) and optionally post it as one sticky PR comment."""
@@ -738,7 +741,15 @@ def report(
     comparison, vs_trend, trend_runs, base_result = _comparison(
         head, base, base_commit, store, repo, trend, pr, resamples
     )
-    text = render_markdown(comparison, trend=trend_points(trend_runs), vs_trend=vs_trend, mermaid=mermaid)
+    paragraph = None
+    if synthesize:
+        from voxperf.report.synthesis import synthesize as ask
+
+        answer = ask(comparison)
+        paragraph = answer.text or f"_{answer.note}_"
+    text = render_markdown(
+        comparison, trend=trend_points(trend_runs), vs_trend=vs_trend, mermaid=mermaid, synthesis=paragraph
+    )
     if markdown is not None:
         markdown.write_text(text, encoding="utf-8")
     elif not github_comment and html_out is None:
