@@ -24,11 +24,9 @@ from voxperf.bench.runner import (
     _lane_engines,
     _prepare_fixtures,
     _speech_run,
+    lane_pipelines,
 )
 from voxperf.errors import UsageError
-from voxperf.pipeline.dictation import DictationPipeline
-from voxperf.pipeline.sinks import parse_audio_sink, parse_text_sink
-from voxperf.pipeline.speech import SpeechPipeline
 
 __all__ = ["AB_KEYS", "ABRow", "parse_vs", "run_ab"]
 
@@ -115,17 +113,7 @@ def run_ab(
     sides = {}
     for name, cfg in (("A", config), ("B", config_b)):
         made, records = _lane_engines("provider", cfg, engines)
-        dictation = speech = None
-        if "dictation" in cfg.pipelines:
-            dictation = DictationPipeline(
-                made["stt"],
-                made["rewrite"],
-                vad=made.get("vad"),
-                sink=parse_text_sink(cfg.paste),
-                encode_format=cfg.encode,
-            )
-        if "speech" in cfg.pipelines:
-            speech = SpeechPipeline(made["tts"], sink=parse_audio_sink(cfg.audio_sink), vad=made.get("vad"))
+        dictation, speech = lane_pipelines(made, cfg)
         sides[name] = (dictation, speech, [r.model_dump() for r in records])
     samples: dict[tuple[str, str | None, str], dict[str, list[float]]] = {}
     total = (

@@ -321,6 +321,24 @@ def _lane_engines(
     return made, records
 
 
+def lane_pipelines(
+    made: dict[str, Any], config: BenchConfig
+) -> tuple[DictationPipeline | None, SpeechPipeline | None]:
+    """The pipelines a config asks for, built on a lane's engines and the configured sinks."""
+    dictation = speech = None
+    if "dictation" in config.pipelines:
+        dictation = DictationPipeline(
+            made["stt"],
+            made["rewrite"],
+            vad=made.get("vad"),
+            sink=parse_text_sink(config.paste),
+            encode_format=config.encode,
+        )
+    if "speech" in config.pipelines:
+        speech = SpeechPipeline(made["tts"], sink=parse_audio_sink(config.audio_sink), vad=made.get("vad"))
+    return dictation, speech
+
+
 def _run_lane(
     lane: str,
     config: BenchConfig,
@@ -335,19 +353,7 @@ def _run_lane(
     records: list[RunRecord] = []
     with ResourceSampler() as sampler:
         made, engine_records = _lane_engines(lane, config, engines)
-        dictation = speech = None
-        if "dictation" in config.pipelines:
-            dictation = DictationPipeline(
-                made["stt"],
-                made["rewrite"],
-                vad=made.get("vad"),
-                sink=parse_text_sink(config.paste),
-                encode_format=config.encode,
-            )
-        if "speech" in config.pipelines:
-            speech = SpeechPipeline(
-                made["tts"], sink=parse_audio_sink(config.audio_sink), vad=made.get("vad")
-            )
+        dictation, speech = lane_pipelines(made, config)
         speech_fixtures = [f for f in fixtures if f.text]
         failed: set[tuple[str, str]] = set()
         label = f"{lane} lane"
