@@ -12,8 +12,10 @@ import contextlib
 import gzip
 import hashlib
 import json
+import random
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -189,23 +191,68 @@ class ResultStore:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._index_path = Path(backend.root) / INDEX_NAME
+        self._schema_ready = False
 
     # ---------------------------------------------------------------- index
 
+    _SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS results (relpath TEXT PRIMARY KEY, commit_sha TEXT NOT NULL, "
+        "lane TEXT NOT NULL, pr INTEGER, created_at TEXT NOT NULL, branch TEXT, "
+        "schema_version INTEGER NOT NULL, sha256 TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS results_main ON results (pr, lane, created_at)",
+        "CREATE INDEX IF NOT EXISTS results_commit ON results (commit_sha)",
+    )
+
+    def _with_retry(self, work: Any) -> Any:
+        """Run ``work()``; transient lock errors from concurrent writers are retried (bounded)."""
+        delay = 0.01
+        for attempt in range(60):
+            try:
+                return work()
+            except sqlite3.OperationalError as exc:
+                transient = "locked" in str(exc) or "busy" in str(exc)
+                if not transient or attempt == 59:
+                    raise
+                time.sleep(delay + random.random() * delay)
+                delay = min(delay * 2, 0.5)
+        raise AssertionError("unreachable")
+
     @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self._index_path, timeout=30)
+    def _db(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection in autocommit mode; ``write`` wraps the block in BEGIN IMMEDIATE ... COMMIT
+        (taking the write lock up front, so concurrent writers wait instead of deadlocking)."""
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS results (relpath TEXT PRIMARY KEY, commit_sha TEXT NOT NULL, "
-                "lane TEXT NOT NULL, pr INTEGER, created_at TEXT NOT NULL, branch TEXT, "
-                "schema_version INTEGER NOT NULL, sha256 TEXT NOT NULL)"
-            )
-            conn.execute("CREATE INDEX IF NOT EXISTS results_main ON results (pr, lane, created_at)")
-            conn.execute("CREATE INDEX IF NOT EXISTS results_commit ON results (commit_sha)")
-            conn.execute(f"PRAGMA user_version={_INDEX_VERSION}")
-            with conn:
+            conn = sqlite3.connect(self._index_path, timeout=30, isolation_level=None)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"cannot open the store index {self._index_path}: {exc}", "check permissions"
+            ) from exc
+        try:
+            if not self._schema_ready:
+
+                def setup() -> None:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        for statement in self._SCHEMA:
+                            conn.execute(statement)
+                        conn.execute(f"PRAGMA user_version={_INDEX_VERSION}")
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+
+                self._with_retry(setup)
+                self._schema_ready = True
+            if write:
+                self._with_retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            else:
                 yield conn
         except sqlite3.DatabaseError as exc:
             raise StoreError(
@@ -229,7 +276,7 @@ class ResultStore:
         )
 
     def _index_add(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        with self._db() as conn:
+        with self._db(write=True) as conn:
             conn.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def rebuild_index(self) -> int:
@@ -246,6 +293,9 @@ class ResultStore:
                 continue  # verify reports these
             rows.append(self._row(key, key.relpath, result, data))
         self._index_path.unlink(missing_ok=True)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{self._index_path}{suffix}").unlink(missing_ok=True)
+        self._schema_ready = False
         self._index_add(rows)
         return len(rows)
 
