@@ -438,18 +438,6 @@ def _capture_failure(
     """Record a fixture's failure once and stop retrying it; the other fixtures go on."""
     try:
         yield
-    except VoxperfError as exc:
-        failed.add((pipeline, fixture))
-        failures.append(
-            FailureRecord(
-                pipeline=pipeline,
-                fixture=fixture,
-                level=level,
-                error=type(exc).__name__,
-                message=exc.message,
-                hint=exc.hint,
-            )
-        )
     except Exception as exc:  # an engine crashing on one input must not lose the others
         failed.add((pipeline, fixture))
         failures.append(
@@ -458,8 +446,8 @@ def _capture_failure(
                 fixture=fixture,
                 level=level,
                 error=type(exc).__name__,
-                message=str(exc)[:500],
-                hint="the engine raised; see the message",
+                message=exc.message if isinstance(exc, VoxperfError) else str(exc)[:500],
+                hint=exc.hint if isinstance(exc, VoxperfError) else "the engine raised; see the message",
             )
         )
 

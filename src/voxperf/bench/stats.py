@@ -515,42 +515,20 @@ def _spread(x: _Floats, mean: float) -> tuple[float, float, float, float]:
     return min(max(mean, lo), hi), stdev, lo, hi
 
 
-def summarize(samples: Samples, unit: str = "ms", *, resamples: int = 2000, seed: int = 0) -> Summary:
-    """Summarise one metric's samples: mean, stdev, p50/p95/p99 with bootstrap 95% CIs, noise verdict.
-
-    Raises ValueError on empty input or NaN/infinity."""
-    x = _as_samples(samples)
-    mean, stdev, lo, hi = _spread(x, float(np.mean(x)))
-    p50, p95, p99 = (float(v) for v in np.quantile(x, QUANTILES))
-    cis = bootstrap_quantile_cis(x, QUANTILES, resamples=resamples, seed=seed)
-    ci95 = {_qkey(q): cis[q] for q in QUANTILES}
-    noisy, notes = noise_notes(x, ci95, p50=p50, mean=mean)
-    return Summary(
-        n=int(x.size),
-        unit=unit,
-        mean=mean,
-        stdev=stdev,
-        min=lo,
-        max=hi,
-        p50=p50,
-        p95=p95,
-        p99=p99,
-        ci95=ci95,
-        noisy=noisy,
-        notes=notes,
-    )
-
-
-def summarize_weighted(groups: Groups, unit: str = "ms", *, resamples: int = 2000, seed: int = 0) -> Summary:
-    """Summarise fixtures as one, each weighted by e.g. its bytes: pooled weighted quantiles, never averages.
-
-    stdev/min/max/n are of the pooled raw samples; weight-0 groups are left out; CIs are stratified."""
-    positive = [(arr, w) for arr, w in _parse_groups(groups) if w > 0]
-    values, weights = pooled_weights(positive, normalize=True)
-    mean, stdev, lo, hi = _spread(values, float(np.average(values, weights=weights)))
-    p50, p95, p99 = (float(v) for v in _weighted_quantile_rows(values[None, :], weights, QUANTILES)[:, 0])
-    cis = weighted_bootstrap_quantile_cis(positive, QUANTILES, resamples=resamples, seed=seed)
-    ci95 = {_qkey(q): cis[q] for q in QUANTILES}
+def _summary(
+    values: _Floats,
+    unit: str,
+    mean: float,
+    stdev: float,
+    lo: float,
+    hi: float,
+    quantiles: tuple[float, float, float],
+    ci95: dict[str, tuple[float, float]],
+    *,
+    weighted: bool,
+) -> Summary:
+    """Assemble a Summary and judge its noise (shared by the plain and the weighted summaries)."""
+    p50, p95, p99 = quantiles
     noisy, notes = noise_notes(values, ci95, p50=p50, mean=mean)
     return Summary(
         n=int(values.size),
@@ -565,5 +543,30 @@ def summarize_weighted(groups: Groups, unit: str = "ms", *, resamples: int = 200
         ci95=ci95,
         noisy=noisy,
         notes=notes,
-        weighted=True,
+        weighted=weighted,
     )
+
+
+def summarize(samples: Samples, unit: str = "ms", *, resamples: int = 2000, seed: int = 0) -> Summary:
+    """Summarise one metric's samples: mean, stdev, p50/p95/p99 with bootstrap 95% CIs, noise verdict.
+
+    Raises ValueError on empty input or NaN/infinity."""
+    x = _as_samples(samples)
+    mean, stdev, lo, hi = _spread(x, float(np.mean(x)))
+    p50, p95, p99 = (float(v) for v in np.quantile(x, QUANTILES))
+    cis = bootstrap_quantile_cis(x, QUANTILES, resamples=resamples, seed=seed)
+    ci95 = {_qkey(q): cis[q] for q in QUANTILES}
+    return _summary(x, unit, mean, stdev, lo, hi, (p50, p95, p99), ci95, weighted=False)
+
+
+def summarize_weighted(groups: Groups, unit: str = "ms", *, resamples: int = 2000, seed: int = 0) -> Summary:
+    """Summarise fixtures as one, each weighted by e.g. its bytes: pooled weighted quantiles, never averages.
+
+    stdev/min/max/n are of the pooled raw samples; weight-0 groups are left out; CIs are stratified."""
+    positive = [(arr, w) for arr, w in _parse_groups(groups) if w > 0]
+    values, weights = pooled_weights(positive, normalize=True)
+    mean, stdev, lo, hi = _spread(values, float(np.average(values, weights=weights)))
+    p50, p95, p99 = (float(v) for v in _weighted_quantile_rows(values[None, :], weights, QUANTILES)[:, 0])
+    cis = weighted_bootstrap_quantile_cis(positive, QUANTILES, resamples=resamples, seed=seed)
+    ci95 = {_qkey(q): cis[q] for q in QUANTILES}
+    return _summary(values, unit, mean, stdev, lo, hi, (p50, p95, p99), ci95, weighted=True)
