@@ -779,6 +779,24 @@ def report(
 
 
 @app.command()
+@handle_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    stt: Annotated[str, typer.Option(help="STT engine spec")] = "faster-whisper",
+    tts: Annotated[str, typer.Option(help="TTS engine spec")] = "piper",
+) -> None:
+    """Run the reference voice service (OpenAI-compatible audio endpoints) on uvicorn."""
+    import uvicorn
+
+    from voxperf.service.app import ServiceSettings, create_app
+
+    settings = ServiceSettings.from_env()
+    settings.stt_spec, settings.tts_spec = stt, tts
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
 def version() -> None:
     """Print voxperf's version."""
     typer.echo(__version__)

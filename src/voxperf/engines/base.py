@@ -20,6 +20,7 @@ __all__ = [
     "EngineInfo",
     "Rewriter",
     "STTEngine",
+    "Segment",
     "TTSEngine",
     "Transcript",
     "VADEngine",
@@ -55,11 +56,21 @@ class EngineInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Segment:
+    """A timed piece of a transcript (seconds from the start of the audio)."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Transcript:
-    """The text an STT engine produced for one utterance."""
+    """The text an STT engine produced for one utterance, with timed segments when it has them."""
 
     text: str
     language: str | None = None
+    segments: tuple[Segment, ...] = ()
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from voxperf.audio.pcm import Audio
-from voxperf.engines.base import EngineInfo, Transcript
+from voxperf.engines.base import EngineInfo, Segment, Transcript
 from voxperf.engines.models import DEFAULT_WHISPER_MODEL, resolve_whisper_model
 from voxperf.engines.options import package_version, parse_bool
 from voxperf.errors import DependencyMissingError, EngineError, UsageError
@@ -177,13 +177,15 @@ class FasterWhisperSTT:
                 condition_on_previous_text=False,
             )
             # The generator is lazy: decoding happens here, inside the call being timed.
-            texts = [segment.text.strip() for segment in segments]
+            timed = [Segment(float(seg.start), float(seg.end), seg.text.strip()) for seg in segments]
         except Exception as exc:
             raise EngineError(
                 f"faster-whisper failed while transcribing {audio.duration_s:.2f} s of audio: {exc}",
                 "check the audio (finite float32 samples) and the compute_type/device settings",
             ) from exc
-        return Transcript(text=" ".join(t for t in texts if t), language=info.language)
+        return Transcript(
+            text=" ".join(t.text for t in timed if t.text), language=info.language, segments=tuple(timed)
+        )
 
     def warmup(self) -> None:
         """Transcribe one second of quiet noise so first-call costs are not in the measurements."""

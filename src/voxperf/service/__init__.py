@@ -1,0 +1,1 @@
+"""voxperf.service: the reference voice service (FastAPI)."""

@@ -1,0 +1,353 @@
+"""``voxperf serve``: a reference voice service on the voxperf engines and trace core.
+
+Synchronous OpenAI-compatible endpoints (``/v1/audio/transcriptions``, streaming
+``/v1/audio/speech``, ``/v1/models``) plus ``/healthz`` and ``/readyz``. Every synchronous
+response carries a ``Server-Timing`` header built from the request's trace. Client mistakes get
+4xx with an OpenAI-style error body, never a 5xx:
+
+* 401 (with ``WWW-Authenticate: Bearer``) when ``VOXPERF_API_TOKEN`` is set and not presented;
+* 413 when the upload exceeds the limit, checked on the declared length and while the body streams;
+* 415 when the upload's bytes are not a known audio container (the name and type are ignored);
+* 422 when the audio cannot be decoded or is longer than the duration limit.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from voxperf.audio.codec import decode, probe_format, resample
+from voxperf.errors import AudioError, VoxperfError
+from voxperf.trace.core import Trace
+from voxperf.trace.metrics import NS_PER_MS
+from voxperf.trace.stages import ServerEvent, Stage
+
+__all__ = ["ServiceEngines", "ServiceSettings", "create_app", "server_timing"]
+
+RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+MIN_DURATION_S = 0.1
+
+
+@dataclass
+class ServiceSettings:
+    """Limits and security; defaults are safe for a single machine."""
+
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_duration_s: float = 600.0
+    api_token: str | None = None
+    cors_origins: list[str] = field(default_factory=list)
+    stt_spec: str = "faster-whisper"
+    tts_spec: str = "piper"
+
+    @classmethod
+    def from_env(cls) -> ServiceSettings:
+        origins = os.environ.get("VOXPERF_CORS_ORIGINS", "")
+        return cls(
+            max_upload_bytes=int(os.environ.get("VOXPERF_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)),
+            max_duration_s=float(os.environ.get("VOXPERF_MAX_DURATION_S", 600)),
+            api_token=os.environ.get("VOXPERF_API_TOKEN") or None,
+            cors_origins=[o.strip() for o in origins.split(",") if o.strip()],
+        )
+
+
+@dataclass
+class ServiceEngines:
+    """Engines loaded once at start-up and warmed up (``/readyz`` is 200 once they are)."""
+
+    stt: Any = None
+    tts: Any = None
+    ready: bool = False
+
+    def load(self, settings: ServiceSettings) -> None:
+        from voxperf.engines.registry import create_engine, parse_spec
+
+        if self.stt is None:
+            self.stt = create_engine(parse_spec("stt", settings.stt_spec))
+            self.stt.warmup()
+        if self.tts is None:
+            self.tts = create_engine(parse_spec("tts", settings.tts_spec))
+            self.tts.warmup()
+        self.ready = True
+
+
+def server_timing(trace: Trace, extra: dict[str, int] | None = None) -> str:
+    """``Server-Timing`` header value: each stage's duration in ms (spans of the trace)."""
+    parts = []
+    for span in trace.spans:
+        parts.append(f"{span.name};dur={(span.end_ns - span.start_ns) / NS_PER_MS:.3f}")
+    for name, ns in (extra or {}).items():
+        parts.append(f"{name};dur={ns / NS_PER_MS:.3f}")
+    return ", ".join(parts)
+
+
+def _wav_header(rate: int) -> bytes:
+    """A streaming WAV header (sizes unknown: 0xFFFFFFFF), 16-bit mono."""
+    return (
+        b"RIFF"
+        + struct.pack("<I", 0xFFFFFFFF)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", 0xFFFFFFFF)
+    )
+
+
+def _srt_time(s: float, sep: str) -> str:
+    ms = round(s * 1000)
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
+
+
+def _subtitles(segments: list[Any], kind: str) -> str:
+    sep = "," if kind == "srt" else "."
+    lines = [] if kind == "srt" else ["WEBVTT", ""]
+    for i, seg in enumerate(segments, start=1):
+        if kind == "srt":
+            lines.append(str(i))
+        lines += [f"{_srt_time(seg.start_s, sep)} --> {_srt_time(seg.end_s, sep)}", seg.text, ""]
+    return "\n".join(lines)
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI's ``/v1/audio/speech`` body."""
+
+    model: str = "piper"
+    input: str = Field(min_length=1, max_length=4096)
+    voice: str = "default"
+    response_format: str = "wav"
+    speed: float = Field(1.0, gt=0.25, le=4.0)
+
+
+def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines | None = None) -> Any:
+    """The FastAPI application (engines load in the lifespan unless given ready)."""
+    cfg = settings or ServiceSettings.from_env()
+    eng = engines or ServiceEngines()
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        if not eng.ready:
+            await run_in_threadpool(eng.load, cfg)
+        yield
+
+    app = FastAPI(title="voxperf serve", version="0.1.0", lifespan=lifespan)
+    if cfg.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
+
+    def error(
+        status: int, message: str, kind: str, hint: str | None = None, headers: dict[str, str] | None = None
+    ) -> JSONResponse:
+        body = {"error": {"message": message, "type": kind, "hint": hint}}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(VoxperfError)
+    async def voxperf_error(_request: Request, exc: VoxperfError) -> JSONResponse:
+        return error(exc.http_status, exc.message, type(exc).__name__, exc.hint)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        """Auth, then the upload limit on the declared length (the stream is counted again below)."""
+        if cfg.api_token and request.url.path.startswith("/v1/"):
+            supplied = request.headers.get("authorization", "")
+            expected = f"Bearer {cfg.api_token}"
+            if not hmac.compare_digest(supplied.encode(), expected.encode()):
+                return error(
+                    401,
+                    "missing or invalid bearer token",
+                    "authentication_error",
+                    "send Authorization: Bearer <VOXPERF_API_TOKEN>",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > cfg.max_upload_bytes
+            except ValueError:
+                return error(400, "invalid Content-Length", "invalid_request_error")
+            if too_big:
+                return error(
+                    413,
+                    f"upload larger than {cfg.max_upload_bytes} bytes",
+                    "request_too_large",
+                    "send a shorter recording or raise VOXPERF_MAX_UPLOAD_BYTES",
+                )
+        return await call_next(request)
+
+    class _LimitedBody:
+        """ASGI middleware: count the body as it streams and stop at the limit (chunked uploads)."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await self.inner(scope, receive, send)
+                return
+            seen = 0
+            answered = False
+
+            async def limited() -> dict[str, Any]:
+                nonlocal seen, answered
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > cfg.max_upload_bytes:
+                        if not answered:  # answer now, before the rest is spooled
+                            answered = True
+                            response = error(
+                                413,
+                                f"upload larger than {cfg.max_upload_bytes} bytes",
+                                "request_too_large",
+                                "send a shorter recording or raise VOXPERF_MAX_UPLOAD_BYTES",
+                            )
+                            await response(scope, receive, send)
+                        return {"type": "http.disconnect"}  # the app stops reading
+                return message
+
+            async def guarded_send(message: dict[str, Any]) -> None:
+                if not answered:  # after our 413, whatever the app says is dropped
+                    await send(message)
+
+            await self.inner(scope, limited, guarded_send)
+
+    app.add_middleware(_LimitedBody)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Any:
+        if not eng.ready:
+            return error(503, "models are loading", "not_ready")
+        return {"status": "ready", "stt": eng.stt.info.model, "tts": eng.tts.info.model}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        data = []
+        for e in (eng.stt, eng.tts):
+            if e is not None:
+                data.append(
+                    {
+                        "id": e.info.model or e.info.name,
+                        "object": "model",
+                        "owned_by": "voxperf",
+                        "created": 0,
+                        "engine": e.info.name,
+                        "role": e.info.role,
+                    }
+                )
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(
+        file: UploadFile = File(...),  # noqa: B008 - FastAPI's declaration style
+        model: str = Form("tiny.en"),
+        language: str | None = Form(None),
+        prompt: str | None = Form(None),
+        response_format: str = Form("json"),
+    ) -> Any:
+        received = time.perf_counter_ns()
+        if response_format not in RESPONSE_FORMATS:
+            return error(
+                400,
+                f"unknown response_format {response_format!r}",
+                "invalid_request_error",
+                f"use one of {', '.join(RESPONSE_FORMATS)}",
+            )
+        data = await file.read()
+        if not data:
+            return error(422, "the uploaded file is empty", "invalid_audio", "upload a recording")
+        if probe_format(data) is None:
+            return error(
+                415,
+                "the upload is not a supported audio container (checked from its bytes)",
+                "unsupported_media_type",
+                "send WAV, FLAC, OGG/Opus, MP3, M4A or WebM",
+            )
+        del model, language, prompt  # one loaded model serves every request; recorded in /v1/models
+
+        def work() -> tuple[Any, Trace, float]:
+            trace = Trace(start_ns=received)
+            trace.event(ServerEvent.REQUEST_RECEIVED, t_ns=received)
+            with trace.span(Stage.DECODE):
+                audio = decode(data, name="upload", max_duration_s=cfg.max_duration_s)
+            if audio.duration_s < MIN_DURATION_S:
+                raise AudioError(
+                    f"the audio is {audio.duration_s * 1000:.0f} ms long, too short to transcribe",
+                    f"send at least {MIN_DURATION_S * 1000:.0f} ms of audio",
+                )
+            with trace.span(Stage.RESAMPLE):
+                speech = resample(audio, eng.stt.sample_rate)
+            with trace.span(Stage.STT):
+                transcript = eng.stt.transcribe(speech)
+            trace.finish()
+            return transcript, trace, audio.duration_s
+
+        transcript, trace, duration = await run_in_threadpool(work)
+        headers = {"Server-Timing": server_timing(trace)}
+        if response_format == "text":
+            return PlainTextResponse(transcript.text, headers=headers)
+        if response_format in ("srt", "vtt"):
+            return PlainTextResponse(_subtitles(list(transcript.segments), response_format), headers=headers)
+        body: dict[str, Any] = {"text": transcript.text}
+        if response_format == "verbose_json":
+            body.update(
+                task="transcribe",
+                language=transcript.language or "en",
+                duration=duration,
+                segments=[
+                    {"id": i, "start": s.start_s, "end": s.end_s, "text": s.text}
+                    for i, s in enumerate(transcript.segments)
+                ],
+            )
+        return JSONResponse(body, headers=headers)
+
+    @app.post("/v1/audio/speech")
+    async def speech(req: SpeechRequest) -> Any:
+        received = time.perf_counter_ns()
+        if req.response_format not in ("wav", "pcm"):
+            return error(
+                400,
+                f"unsupported response_format {req.response_format!r}",
+                "invalid_request_error",
+                "use wav or pcm",
+            )
+        if not req.input.strip():
+            return error(422, "input is blank", "invalid_request_error", "send some text")
+        chunks = iterate_in_threadpool(iter(eng.tts.stream(req.input)))
+        first = await anext(chunks, None)  # headers wait for real audio, so Server-Timing is honest
+        first_ns = time.perf_counter_ns() - received
+        rate = eng.tts.sample_rate
+
+        async def body() -> AsyncIterator[bytes]:
+            if req.response_format == "wav":
+                yield _wav_header(rate)
+            if first is not None:
+                yield first.pcm16_bytes()
+            async for chunk in chunks:
+                yield chunk.pcm16_bytes()
+
+        media = "audio/wav" if req.response_format == "wav" else "audio/pcm"
+        return StreamingResponse(
+            body(),
+            media_type=media,
+            headers={
+                "Server-Timing": f"first_chunk;dur={first_ns / NS_PER_MS:.3f}",
+                "X-Sample-Rate": str(rate),
+            },
+        )
+
+    return app
