@@ -61,8 +61,9 @@ def _serve(settings: ServiceSettings, engines: ServiceEngines) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def url(engines: ServiceEngines) -> Iterator[str]:
-    yield from _serve(ServiceSettings(max_upload_bytes=2_000_000, max_duration_s=60), engines)
+def url(engines: ServiceEngines, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    jobs = str(tmp_path_factory.mktemp("jobs"))
+    yield from _serve(ServiceSettings(max_upload_bytes=2_000_000, max_duration_s=60, job_dir=jobs), engines)
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +175,22 @@ def test_bad_requests(url: str, speech_wav: bytes) -> None:
     )
 
 
-def test_bearer_token(engines: ServiceEngines, speech_wav: bytes) -> None:
-    for base in _serve(ServiceSettings(api_token=TOKEN), engines):
+def test_job_round_trip_real_engine(url: str, speech_wav: bytes) -> None:
+    r = httpx.post(f"{url}/v1/jobs", files={"file": ("s.wav", speech_wav)}, data={"level": "clean"})
+    assert r.status_code == 202 and r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
+    deadline = time.monotonic() + 60
+    while (job := httpx.get(f"{url}{r.headers['location']}").json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job["status"] == "done" and job["attempts"] == 1
+    assert wer(TEXT, job["text"]) < 0.2 and job["text"][0].isupper()  # clean level rewrote it
+    assert set(job["timings_ms"]) == {"decode", "resample", "stt", "rewrite"}
+    assert job["completed_at"] >= job["started_at"] >= job["created_at"]
+    assert job["processing_ms"] > 0 and job["queue_wait_ms"] >= 0
+
+
+def test_bearer_token(engines: ServiceEngines, speech_wav: bytes, tmp_path) -> None:
+    for base in _serve(ServiceSettings(api_token=TOKEN, job_dir=str(tmp_path)), engines):
         r = httpx.get(f"{base}/v1/models")
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer nope"}).status_code == 401

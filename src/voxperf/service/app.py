@@ -14,6 +14,8 @@ response carries a ``Server-Timing`` header built from the request's trace. Clie
 from __future__ import annotations
 
 import hmac
+import json
+import logging
 import os
 import struct
 import time
@@ -28,16 +30,20 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from voxperf.audio.codec import decode, probe_format, resample
-from voxperf.errors import AudioError, VoxperfError
+from voxperf.audio.codec import probe_format
+from voxperf.errors import UsageError, VoxperfError
+from voxperf.service.cache import PhraseCache
+from voxperf.service.jobs import JOB_STATUSES, Job, SQLiteJobStore, new_job_id
+from voxperf.service.metrics import ServiceMetrics
+from voxperf.service.worker import EmbeddedQueue, stage_ms, transcribe_bytes
 from voxperf.trace.core import Trace
 from voxperf.trace.metrics import NS_PER_MS
-from voxperf.trace.stages import ServerEvent, Stage
 
 __all__ = ["ServiceEngines", "ServiceSettings", "create_app", "server_timing"]
 
+log = logging.getLogger("voxperf.service")
+timing_log = logging.getLogger("voxperf.timing")  # pipeline_timing events, one JSON object per line
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
-MIN_DURATION_S = 0.1
 
 
 @dataclass
@@ -50,16 +56,31 @@ class ServiceSettings:
     cors_origins: list[str] = field(default_factory=list)
     stt_spec: str = "faster-whisper"
     tts_spec: str = "piper"
+    job_dir: str = ".voxperf/jobs"  # embedded queue: SQLite + spooled audio
+    workers: int = 1  # embedded worker threads
+    queue_url: str | None = None  # redis://... → Celery workers (voxperf worker)
+    tts_cache_bytes: int = 32 * 1024 * 1024
+    drain_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls) -> ServiceSettings:
-        origins = os.environ.get("VOXPERF_CORS_ORIGINS", "")
-        return cls(
-            max_upload_bytes=int(os.environ.get("VOXPERF_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)),
-            max_duration_s=float(os.environ.get("VOXPERF_MAX_DURATION_S", 600)),
-            api_token=os.environ.get("VOXPERF_API_TOKEN") or None,
-            cors_origins=[o.strip() for o in origins.split(",") if o.strip()],
-        )
+        env = os.environ
+        origins = env.get("VOXPERF_CORS_ORIGINS", "")
+        try:
+            return cls(
+                max_upload_bytes=int(env.get("VOXPERF_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)),
+                max_duration_s=float(env.get("VOXPERF_MAX_DURATION_S", 600)),
+                api_token=env.get("VOXPERF_API_TOKEN") or None,
+                cors_origins=[o.strip() for o in origins.split(",") if o.strip()],
+                job_dir=env.get("VOXPERF_JOB_DIR", ".voxperf/jobs"),
+                workers=int(env.get("VOXPERF_WORKERS", 1)),
+                queue_url=env.get("VOXPERF_QUEUE") or None,
+                tts_cache_bytes=int(env.get("VOXPERF_TTS_CACHE_BYTES", 32 * 1024 * 1024)),
+            )
+        except ValueError as exc:
+            raise UsageError(
+                f"bad VOXPERF_* setting: {exc}", "numbers must be plain integers or decimals"
+            ) from exc
 
 
 @dataclass
@@ -68,11 +89,14 @@ class ServiceEngines:
 
     stt: Any = None
     tts: Any = None
+    rewriter: Any = None
     ready: bool = False
 
     def load(self, settings: ServiceSettings) -> None:
         from voxperf.engines.registry import create_engine, parse_spec
 
+        if self.rewriter is None:
+            self.rewriter = create_engine(parse_spec("rewrite", "local"))
         if self.stt is None:
             self.stt = create_engine(parse_spec("stt", settings.stt_spec))
             self.stt.warmup()
@@ -133,12 +157,54 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
     """The FastAPI application (engines load in the lifespan unless given ready)."""
     cfg = settings or ServiceSettings.from_env()
     eng = engines or ServiceEngines()
+    metrics = ServiceMetrics()
+    cache = PhraseCache(cfg.tts_cache_bytes)
+    state: dict[str, Any] = {"draining": False, "store": None, "queue": None, "celery": None}
+
+    def on_job_done(job: Job, trace: Any) -> None:
+        metrics.jobs.labels(outcome=job.status).inc()
+        metrics.observe_stages(job.timings_ms)
+        if job.status == "done":
+            timing_log.info(
+                json.dumps(
+                    {
+                        "name": "pipeline_timing",
+                        "job": job.id,
+                        "level": job.level,
+                        "fields": {f"{k}_ms": round(v, 3) for k, v in job.timings_ms.items()},
+                    }
+                )
+            )
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
+        if cfg.queue_url:
+            from voxperf.service.celery_app import make_celery
+            from voxperf.service.redis_jobs import RedisJobStore
+
+            state["store"] = RedisJobStore(cfg.queue_url)
+            state["celery"] = make_celery(cfg.queue_url)
+        else:
+            state["store"] = SQLiteJobStore(cfg.job_dir)
         if not eng.ready:
             await run_in_threadpool(eng.load, cfg)
+        if not cfg.queue_url and cfg.workers > 0:
+            queue = EmbeddedQueue(
+                state["store"],
+                eng,
+                workers=cfg.workers,
+                max_duration_s=cfg.max_duration_s,
+                on_done=on_job_done,
+            )
+            resumed = queue.start()
+            if resumed:
+                log.info("resumed %d interrupted job(s)", resumed)
+            state["queue"] = queue
         yield
+        # SIGTERM (uvicorn shutdown): stop accepting, let running jobs finish; the rest resume next start
+        state["draining"] = True
+        if state["queue"] is not None:
+            await run_in_threadpool(state["queue"].stop, cfg.drain_timeout_s)
 
     app = FastAPI(title="voxperf serve", version="0.1.0", lifespan=lifespan)
     if cfg.cors_origins:
@@ -278,25 +344,13 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
                 "send WAV, FLAC, OGG/Opus, MP3, M4A or WebM",
             )
         del model, language, prompt  # one loaded model serves every request; recorded in /v1/models
-
-        def work() -> tuple[Any, Trace, float]:
-            trace = Trace(start_ns=received)
-            trace.event(ServerEvent.REQUEST_RECEIVED, t_ns=received)
-            with trace.span(Stage.DECODE):
-                audio = decode(data, name="upload", max_duration_s=cfg.max_duration_s)
-            if audio.duration_s < MIN_DURATION_S:
-                raise AudioError(
-                    f"the audio is {audio.duration_s * 1000:.0f} ms long, too short to transcribe",
-                    f"send at least {MIN_DURATION_S * 1000:.0f} ms of audio",
-                )
-            with trace.span(Stage.RESAMPLE):
-                speech = resample(audio, eng.stt.sample_rate)
-            with trace.span(Stage.STT):
-                transcript = eng.stt.transcribe(speech)
-            trace.finish()
-            return transcript, trace, audio.duration_s
-
-        transcript, trace, duration = await run_in_threadpool(work)
+        transcript, trace, duration = await run_in_threadpool(
+            lambda: transcribe_bytes(eng, data, max_duration_s=cfg.max_duration_s, start_ns=received)
+        )
+        metrics.observe_stages(stage_ms(trace))
+        metrics.request_seconds.labels(endpoint="transcriptions").observe(
+            (time.perf_counter_ns() - received) / 1e9
+        )
         headers = {"Server-Timing": server_timing(trace)}
         if response_format == "text":
             return PlainTextResponse(transcript.text, headers=headers)
@@ -327,27 +381,139 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
             )
         if not req.input.strip():
             return error(422, "input is blank", "invalid_request_error", "send some text")
+        key = (req.input, req.voice, req.response_format)
+        cached = cache.get(key)
+        media = "audio/wav" if req.response_format == "wav" else "audio/pcm"
+        if cached is not None:
+            metrics.cache_hits.inc()
+            chunks_bytes, rate = cached
+            first_ns = time.perf_counter_ns() - received
+            metrics.ttfa_seconds.labels(cache="hit").observe(first_ns / 1e9)
+
+            async def replay() -> AsyncIterator[bytes]:
+                if req.response_format == "wav":
+                    yield _wav_header(rate)
+                for c in chunks_bytes:
+                    yield c
+
+            return StreamingResponse(
+                replay(),
+                media_type=media,
+                headers={
+                    "Server-Timing": f"cache;desc=hit, first_chunk;dur={first_ns / NS_PER_MS:.3f}",
+                    "X-Sample-Rate": str(rate),
+                },
+            )
+        metrics.cache_misses.inc()
         chunks = iterate_in_threadpool(iter(eng.tts.stream(req.input)))
         first = await anext(chunks, None)  # headers wait for real audio, so Server-Timing is honest
         first_ns = time.perf_counter_ns() - received
+        metrics.ttfa_seconds.labels(cache="miss").observe(first_ns / 1e9)
         rate = eng.tts.sample_rate
 
         async def body() -> AsyncIterator[bytes]:
+            produced: list[bytes] = []
             if req.response_format == "wav":
                 yield _wav_header(rate)
             if first is not None:
-                yield first.pcm16_bytes()
+                produced.append(first.pcm16_bytes())
+                yield produced[-1]
             async for chunk in chunks:
-                yield chunk.pcm16_bytes()
+                produced.append(chunk.pcm16_bytes())
+                yield produced[-1]
+            cache.put(key, produced, rate)  # only a complete phrase is cached
+            metrics.request_seconds.labels(endpoint="speech").observe(
+                (time.perf_counter_ns() - received) / 1e9
+            )
 
-        media = "audio/wav" if req.response_format == "wav" else "audio/pcm"
         return StreamingResponse(
             body(),
             media_type=media,
             headers={
-                "Server-Timing": f"first_chunk;dur={first_ns / NS_PER_MS:.3f}",
+                "Server-Timing": f"cache;desc=miss, first_chunk;dur={first_ns / NS_PER_MS:.3f}",
                 "X-Sample-Rate": str(rate),
             },
         )
+
+    @app.post("/v1/jobs", status_code=202)
+    async def create_job(
+        file: UploadFile = File(...),  # noqa: B008 - FastAPI's declaration style
+        model: str = Form("tiny.en"),
+        language: str | None = Form(None),
+        level: str = Form("raw"),
+    ) -> Any:
+        if state["draining"]:
+            return error(
+                503,
+                "the server is shutting down and accepts no new jobs",
+                "unavailable",
+                "retry on another instance",
+                {"Retry-After": "5"},
+            )
+        if level not in ("raw", "clean"):
+            return error(
+                400, f"unknown processing level {level!r}", "invalid_request_error", "use raw or clean"
+            )
+        data = await file.read()
+        if not data:
+            return error(422, "the uploaded file is empty", "invalid_audio", "upload a recording")
+        if probe_format(data) is None:
+            return error(
+                415,
+                "the upload is not a supported audio container (checked from its bytes)",
+                "unsupported_media_type",
+                "send WAV, FLAC, OGG/Opus, MP3, M4A or WebM",
+            )
+        job = Job(id=new_job_id(), level=level, model=model, language=language)
+        await run_in_threadpool(state["store"].create, job, data)
+        if state["celery"] is not None:
+            from voxperf.service.celery_app import enqueue
+
+            await run_in_threadpool(enqueue, state["celery"], job.id)
+        elif state["queue"] is not None:
+            state["queue"].notify()
+        return JSONResponse(job.to_dict(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+    @app.get("/v1/jobs/{job_id}")
+    async def get_job(job_id: str) -> Any:
+        job = await run_in_threadpool(state["store"].get, job_id)
+        if job is None:
+            return error(404, f"no job {job_id}", "not_found")
+        return job.to_dict()
+
+    @app.delete("/v1/jobs/{job_id}")
+    async def cancel_job(job_id: str) -> Any:
+        job = await run_in_threadpool(state["store"].get, job_id)
+        if job is None:
+            return error(404, f"no job {job_id}", "not_found")
+        if job.status not in ("queued", "running"):
+            return error(
+                409, f"job {job_id} is already {job.status}", "conflict", "only queued or running jobs cancel"
+            )
+        job = await run_in_threadpool(state["store"].cancel, job_id)
+        if job is not None and job.status == "cancelled":
+            metrics.jobs.labels(outcome="cancelled").inc()
+        return job.to_dict() if job else error(404, f"no job {job_id}", "not_found")
+
+    @app.get("/v1/jobs")
+    async def list_jobs(status: str | None = None, limit: int = 100) -> Any:
+        if status is not None and status not in JOB_STATUSES:
+            return error(
+                400,
+                f"unknown status {status!r}",
+                "invalid_request_error",
+                f"use one of {', '.join(JOB_STATUSES)}",
+            )
+        if not 1 <= limit <= 1000:
+            return error(400, "limit must be between 1 and 1000", "invalid_request_error")
+        jobs = await run_in_threadpool(state["store"].list, status, limit)
+        return {"object": "list", "data": [j.to_dict() for j in jobs]}
+
+    @app.get("/metrics")
+    async def prometheus() -> Any:
+        counts = await run_in_threadpool(state["store"].counts) if state["store"] is not None else {}
+        metrics.queue_depth.set(counts.get("queued", 0))
+        payload, content_type = metrics.render()
+        return PlainTextResponse(payload, media_type=content_type)
 
     return app

@@ -1,0 +1,54 @@
+"""Prometheus metrics of the service: ``voxperf_`` prefix, base units, histograms, low cardinality."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["ServiceMetrics"]
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class ServiceMetrics:
+    """One registry per app (so tests and several apps in one process do not collide)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.stage_seconds = Histogram(
+            "voxperf_stage_duration_seconds",
+            "Duration of one pipeline stage of a request",
+            ["stage"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "voxperf_request_duration_seconds",
+            "Server time of a synchronous request",
+            ["endpoint"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttfa_seconds = Histogram(
+            "voxperf_tts_first_chunk_seconds",
+            "Request received to first synthesised chunk",
+            ["cache"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.jobs = Counter("voxperf_jobs_total", "Jobs by outcome", ["outcome"], registry=self.registry)
+        self.queue_depth = Gauge("voxperf_queue_depth", "Jobs waiting in the queue", registry=self.registry)
+        self.cache_hits = Counter(
+            "voxperf_tts_cache_hits_total", "TTS phrase cache hits", registry=self.registry
+        )
+        self.cache_misses = Counter(
+            "voxperf_tts_cache_misses_total", "TTS phrase cache misses", registry=self.registry
+        )
+
+    def observe_stages(self, timings_ms: dict[str, float]) -> None:
+        for stage, ms in timings_ms.items():
+            self.stage_seconds.labels(stage=stage).observe(ms / 1000)
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

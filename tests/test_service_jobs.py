@@ -1,0 +1,152 @@
+"""The job API and the embedded queue (SQLite, restart resume, cancel, drain), on fake engines."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import soundfile as sf
+
+from voxperf.engines.fakes import FakeSTT, FakeTTS
+from voxperf.engines.rewrite.local import LocalRewriter
+from voxperf.service.app import ServiceEngines, ServiceSettings
+from voxperf.service.jobs import MAX_ATTEMPTS, Job, SQLiteJobStore
+from voxperf.service.worker import EmbeddedQueue, process_job
+
+from .test_service import _serve
+
+
+def tone() -> bytes:
+    buf = io.BytesIO()
+    t = np.arange(16000) / 16000
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, format="WAV")
+    return buf.getvalue()
+
+
+def fake_engines(latency: str = "0") -> ServiceEngines:
+    return ServiceEngines(
+        stt=FakeSTT(latency=latency, text="um hello there"),
+        tts=FakeTTS(),
+        rewriter=LocalRewriter(),
+        ready=True,
+    )
+
+
+def wait_for(url: str, job_id: str, statuses: tuple[str, ...] = ("done", "failed", "cancelled")) -> dict:
+    deadline = time.monotonic() + 30
+    while (job := httpx.get(f"{url}/v1/jobs/{job_id}").json())["status"] not in statuses:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.02)
+    return job
+
+
+def test_jobs_list_cancel_and_errors(tmp_path: Path) -> None:
+    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):  # accept only
+        ids = [httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}).json()["id"] for _ in range(3)]
+        listed = httpx.get(f"{url}/v1/jobs", params={"status": "queued"}).json()["data"]
+        assert {j["id"] for j in listed} == set(ids)
+        cancelled = httpx.delete(f"{url}/v1/jobs/{ids[0]}")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        assert httpx.delete(f"{url}/v1/jobs/{ids[0]}").status_code == 409
+        assert httpx.get(f"{url}/v1/jobs/nope").status_code == 404
+        assert httpx.get(f"{url}/v1/jobs", params={"status": "weird"}).status_code == 400
+        assert httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", b"")}).status_code == 422
+        assert httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", b"plain text")}).status_code == 415
+        assert (
+            httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}, data={"level": "x"}).status_code
+            == 400
+        )
+        metrics = httpx.get(f"{url}/metrics").text
+        assert "voxperf_queue_depth 2.0" in metrics  # 3 accepted, 1 cancelled, the bad ones refused
+
+
+def test_restart_resumes_queued_and_interrupted_jobs(tmp_path: Path) -> None:
+    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
+        ids = [httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}).json()["id"] for _ in range(3)]
+    SQLiteJobStore(tmp_path).claim(ids[1])  # as if a worker died while running it
+    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=1), fake_engines()):
+        jobs = [wait_for(url, i) for i in ids]
+    assert [j["status"] for j in jobs] == ["done"] * 3
+    assert jobs[1]["attempts"] == 2 and jobs[0]["attempts"] == 1
+    assert not list((tmp_path / "audio").iterdir())  # spooled audio removed once done
+
+
+def test_bad_audio_fails_once_without_looping(tmp_path: Path) -> None:
+    store = SQLiteJobStore(tmp_path)
+    job = store.create(Job(id="bad"), b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 10)
+    done = process_job(store, fake_engines(), "bad")
+    assert done is not None and (done.status, done.attempts) == ("failed", 1) and done.error
+    assert job.id == "bad"
+
+
+def test_engine_errors_retry_then_fail(tmp_path: Path) -> None:
+    class Broken(FakeSTT):
+        def transcribe(self, audio):  # type: ignore[override]
+            raise RuntimeError("engine crashed")
+
+    store = SQLiteJobStore(tmp_path)
+    store.create(Job(id="j"), tone())
+    engines = ServiceEngines(stt=Broken(), rewriter=LocalRewriter(), ready=True)
+    statuses = [process_job(store, engines).status for _ in range(MAX_ATTEMPTS)]  # type: ignore[union-attr]
+    assert statuses == ["queued"] * (MAX_ATTEMPTS - 1) + ["failed"]
+    final = store.get("j")
+    assert final is not None and final.attempts == MAX_ATTEMPTS and "engine crashed" in (final.error or "")
+    assert process_job(store, engines) is None  # nothing left to claim: no loop
+
+
+def test_cancelled_running_job_result_is_dropped(tmp_path: Path) -> None:
+    store = SQLiteJobStore(tmp_path)
+    store.create(Job(id="c"), tone())
+    assert store.claim("c") is not None
+    store.cancel("c")
+    assert store.complete("c", "late text", {}) is False
+    job = store.get("c")
+    assert job is not None and (job.status, job.text) == ("cancelled", None)
+    assert store.claim("c") is None
+
+
+def test_drain_finishes_the_running_job(tmp_path: Path) -> None:
+    store = SQLiteJobStore(tmp_path)
+    store.create(Job(id="slow"), tone())
+    queue = EmbeddedQueue(store, fake_engines(latency="0.5s"), workers=1)
+    queue.start()
+    deadline = time.monotonic() + 10
+    while store.get("slow").status != "running":  # type: ignore[union-attr]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    queue.stop(timeout_s=10)
+    assert store.get("slow").status == "done"  # type: ignore[union-attr]
+
+
+def test_tts_cache_and_metrics(tmp_path: Path) -> None:
+    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=1), fake_engines()):
+        bodies, timings = [], []
+        for _ in range(2):
+            r = httpx.post(f"{url}/v1/audio/speech", json={"input": "One sentence. Another one."})
+            assert r.status_code == 200
+            bodies.append(r.content)
+            timings.append(r.headers["server-timing"])
+        assert bodies[0] == bodies[1]
+        assert "cache;desc=miss" in timings[0] and "cache;desc=hit" in timings[1]
+        job = httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}).json()
+        wait_for(url, job["id"])
+        text = httpx.get(f"{url}/metrics").text
+        assert "voxperf_tts_cache_hits_total 1.0" in text and "voxperf_tts_cache_misses_total 1.0" in text
+        assert 'voxperf_jobs_total{outcome="done"} 1.0' in text
+        assert 'voxperf_stage_duration_seconds_count{stage="stt"}' in text
+
+
+def test_phrase_cache_lru_by_bytes() -> None:
+    from voxperf.service.cache import PhraseCache
+
+    cache = PhraseCache(max_bytes=10)
+    assert cache.put(("a", "v", "wav"), [b"12345"], 16000)
+    assert cache.put(("b", "v", "wav"), [b"12345"], 16000)
+    assert cache.get(("a", "v", "wav")) is not None  # a is now most recent
+    assert cache.put(("c", "v", "wav"), [b"123"], 16000)  # evicts b
+    assert cache.get(("b", "v", "wav")) is None and cache.size_bytes == 8
+    assert not cache.put(("huge", "v", "wav"), [b"x" * 11], 16000)
+    assert (cache.hits, cache.misses) == (1, 1)
