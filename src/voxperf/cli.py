@@ -785,14 +785,29 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     stt: Annotated[str, typer.Option(help="STT engine spec")] = "faster-whisper",
     tts: Annotated[str, typer.Option(help="TTS engine spec")] = "piper",
+    workers: Annotated[int | None, typer.Option(help="Embedded job worker threads (VOXPERF_WORKERS)")] = None,
+    job_dir: Annotated[str | None, typer.Option(help="Embedded queue directory (VOXPERF_JOB_DIR)")] = None,
+    queue: Annotated[
+        str | None, typer.Option(help="redis://HOST:6379/0: jobs go to Celery workers (voxperf worker)")
+    ] = None,
 ) -> None:
-    """Run the reference voice service (OpenAI-compatible audio endpoints) on uvicorn."""
+    """Run the reference voice service (OpenAI-compatible audio endpoints, job API) on uvicorn."""
     import uvicorn
 
     from voxperf.service.app import ServiceSettings, create_app
 
     settings = ServiceSettings.from_env()
     settings.stt_spec, settings.tts_spec = stt, tts
+    if workers is not None:
+        if workers < 0:
+            raise UsageError(f"--workers must be >= 0, got {workers}", "0 accepts jobs without running them")
+        settings.workers = workers
+    if job_dir is not None:
+        settings.job_dir = job_dir
+    if queue is not None:
+        if not queue.startswith(("redis://", "rediss://")):
+            raise UsageError(f"unsupported --queue {queue!r}", "use redis://HOST:6379/0")
+        settings.queue_url = queue
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 

@@ -143,6 +143,22 @@ def _subtitles(segments: list[Any], kind: str) -> str:
     return "\n".join(lines)
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    hint: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI-style error body (plus a hint that says how to fix it)."""
+
+    error: ErrorDetail
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody} for code in (401, *codes)}
+
+
 class SpeechRequest(BaseModel):
     """OpenAI's ``/v1/audio/speech`` body."""
 
@@ -294,13 +310,13 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"model": ErrorBody}})
     async def readyz() -> Any:
         if not eng.ready:
             return error(503, "models are loading", "not_ready")
         return {"status": "ready", "stt": eng.stt.info.model, "tts": eng.tts.info.model}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=_errors())
     async def models() -> dict[str, Any]:
         data = []
         for e in (eng.stt, eng.tts):
@@ -317,7 +333,7 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
                 )
         return {"object": "list", "data": data}
 
-    @app.post("/v1/audio/transcriptions")
+    @app.post("/v1/audio/transcriptions", responses=_errors(400, 413, 415, 422))
     async def transcriptions(
         file: UploadFile = File(...),  # noqa: B008 - FastAPI's declaration style
         model: str = Form("tiny.en"),
@@ -369,7 +385,7 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
             )
         return JSONResponse(body, headers=headers)
 
-    @app.post("/v1/audio/speech")
+    @app.post("/v1/audio/speech", responses=_errors(400, 422), response_class=StreamingResponse)
     async def speech(req: SpeechRequest) -> Any:
         received = time.perf_counter_ns()
         if req.response_format not in ("wav", "pcm"):
@@ -435,7 +451,7 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
             },
         )
 
-    @app.post("/v1/jobs", status_code=202)
+    @app.post("/v1/jobs", status_code=202, responses=_errors(400, 413, 415, 422, 503))
     async def create_job(
         file: UploadFile = File(...),  # noqa: B008 - FastAPI's declaration style
         model: str = Form("tiny.en"),
@@ -474,14 +490,14 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
             state["queue"].notify()
         return JSONResponse(job.to_dict(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
-    @app.get("/v1/jobs/{job_id}")
+    @app.get("/v1/jobs/{job_id}", responses=_errors(404))
     async def get_job(job_id: str) -> Any:
         job = await run_in_threadpool(state["store"].get, job_id)
         if job is None:
             return error(404, f"no job {job_id}", "not_found")
         return job.to_dict()
 
-    @app.delete("/v1/jobs/{job_id}")
+    @app.delete("/v1/jobs/{job_id}", responses=_errors(404, 409))
     async def cancel_job(job_id: str) -> Any:
         job = await run_in_threadpool(state["store"].get, job_id)
         if job is None:
@@ -495,7 +511,7 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
             metrics.jobs.labels(outcome="cancelled").inc()
         return job.to_dict() if job else error(404, f"no job {job_id}", "not_found")
 
-    @app.get("/v1/jobs")
+    @app.get("/v1/jobs", responses=_errors(400))
     async def list_jobs(status: str | None = None, limit: int = 100) -> Any:
         if status is not None and status not in JOB_STATUSES:
             return error(
@@ -509,7 +525,7 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
         jobs = await run_in_threadpool(state["store"].list, status, limit)
         return {"object": "list", "data": [j.to_dict() for j in jobs]}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> Any:
         counts = await run_in_threadpool(state["store"].counts) if state["store"] is not None else {}
         metrics.queue_depth.set(counts.get("queued", 0))
