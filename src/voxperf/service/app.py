@@ -98,7 +98,11 @@ class ServiceEngines:
         if self.rewriter is None:
             self.rewriter = create_engine(parse_spec("rewrite", "local"))
         if self.stt is None:
-            self.stt = create_engine(parse_spec("stt", settings.stt_spec))
+            spec = parse_spec("stt", settings.stt_spec)
+            if spec.name == "faster-whisper" and settings.workers > 1 and "num_workers" not in spec.options:
+                # one model, one CTranslate2 worker per job worker: jobs run in parallel, weights load once
+                spec.options["num_workers"] = str(settings.workers)
+            self.stt = create_engine(spec)
             self.stt.warmup()
         if self.tts is None:
             self.tts = create_engine(parse_spec("tts", settings.tts_spec))

@@ -76,7 +76,9 @@ class FasterWhisperSTT:
         language: str | None = "en",
         device: str = "cpu",
         vad_filter: str | bool = False,
+        num_workers: str | int = 1,
     ) -> None:
+        self.num_workers = _int("num_workers", num_workers, 1, "a whole number >= 1 (parallel calls)")
         self.compute_type = _choice("compute_type", compute_type, COMPUTE_TYPES)
         self.device = _choice("device", device, DEVICES)
         self.threads = _int("threads", threads, 0, "a whole number >= 0 (0 = CTranslate2's default)")
@@ -100,6 +102,7 @@ class FasterWhisperSTT:
                 device=self.device,
                 compute_type=self.compute_type,
                 cpu_threads=self.threads,
+                num_workers=self.num_workers,  # >1: concurrent transcribe() calls run in parallel
                 local_files_only=True,
             )
         except Exception as exc:  # ctranslate2 raises RuntimeError/ValueError for device, type, weights
@@ -113,6 +116,7 @@ class FasterWhisperSTT:
         settings: dict[str, Any] = {
             "compute_type": self.compute_type,
             "threads": self.threads,
+            "num_workers": self.num_workers,
             "beam_size": self.beam_size,
             "language": self.language or "auto",
             "device": self.device,
