@@ -812,6 +812,25 @@ def serve(
 
 
 @app.command()
+@handle_errors
+def worker(
+    queue: Annotated[str, typer.Option(help="redis://HOST:6379/0, the same as voxperf serve --queue")],
+    concurrency: Annotated[
+        int, typer.Option(help="Jobs run at once (1: solo pool, engines warmed first)")
+    ] = 1,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "info",
+) -> None:
+    """Run a Celery worker for voxperf serve's job queue (VOXPERF_STT_SPEC selects the engine)."""
+    if not queue.startswith(("redis://", "rediss://")):
+        raise UsageError(f"unsupported --queue {queue!r}", "use redis://HOST:6379/0")
+    if concurrency < 1:
+        raise UsageError(f"--concurrency must be >= 1, got {concurrency}", "e.g. --concurrency 2")
+    from voxperf.service.celery_app import run_worker
+
+    run_worker(queue, concurrency=concurrency, loglevel=loglevel)
+
+
+@app.command()
 def version() -> None:
     """Print voxperf's version."""
     typer.echo(__version__)

@@ -202,8 +202,9 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
             from voxperf.service.celery_app import make_celery
             from voxperf.service.redis_jobs import RedisJobStore
 
-            state["store"] = RedisJobStore(cfg.queue_url)
-            state["celery"] = make_celery(cfg.queue_url)
+            prefix = os.environ.get("VOXPERF_JOB_PREFIX") or "voxperf"
+            state["store"] = RedisJobStore(cfg.queue_url, prefix=prefix)
+            state["celery"] = make_celery(cfg.queue_url, prefix=prefix)
         else:
             state["store"] = SQLiteJobStore(cfg.job_dir)
         if not eng.ready:
@@ -489,7 +490,17 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
         if state["celery"] is not None:
             from voxperf.service.celery_app import enqueue
 
-            await run_in_threadpool(enqueue, state["celery"], job.id)
+            try:
+                await run_in_threadpool(enqueue, state["celery"], job.id)
+            except VoxperfError as exc:  # no message was sent: do not leave a job nobody will run
+                await run_in_threadpool(state["store"].cancel, job.id)
+                return error(
+                    503,
+                    f"the job queue is unavailable: {exc.message}",
+                    "unavailable",
+                    exc.hint,
+                    {"Retry-After": "5"},
+                )
         elif state["queue"] is not None:
             state["queue"].notify()
         return JSONResponse(job.to_dict(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
