@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import soundfile as sf
 
 from voxperf.engines.fakes import FakeSTT, FakeTTS
@@ -150,3 +151,53 @@ def test_phrase_cache_lru_by_bytes() -> None:
     assert cache.get(("b", "v", "wav")) is None and cache.size_bytes == 8
     assert not cache.put(("huge", "v", "wav"), [b"x" * 11], 16000)
     assert (cache.hits, cache.misses) == (1, 1)
+
+
+def test_speech_request_flow_events_are_emitted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+    import logging
+
+    caplog.set_level(logging.INFO, logger="voxperf.timing")
+    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
+        assert (
+            httpx.post(f"{url}/v1/audio/speech", json={"input": "First one. Second one. Third."}).status_code
+            == 200
+        )
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "voxperf.timing"]
+    (event,) = [r for r in records if r["name"] == "speech_timing"]
+    names = list(event["events_ms"])
+    assert names[:4] == ["REQUEST_RECEIVED", "PROCESSING_START", "INFERENCE_START", "FIRST_CHUNK_GENERATED"]
+    assert names[-2:] == ["AUDIO_GENERATION_COMPLETE", "REQUEST_COMPLETE"] and event["chunks"] == 3
+    times = list(event["events_ms"].values())
+    assert times == sorted(times)
+
+
+def test_malformed_corpus_keeps_memory_bounded(tmp_path: Path) -> None:
+    import os
+    import random
+
+    import psutil
+
+    rng = random.Random(0)
+    corpus = [bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 4096))) for _ in range(40)]
+    header = tone()[:44]
+    corpus += [header + bytes(rng.getrandbits(8) for _ in range(n)) for n in (0, 1, 7, 1000, 150_000)]
+    corpus += [
+        b"OggS" + b"\x00" * 200,
+        b"fLaC" + b"\xff" * 500,
+        b"\x1aE\xdf\xa3" + b"\x00" * 300,
+        b"ID3" * 100,
+    ]
+    proc = psutil.Process(os.getpid())  # the server runs in this process
+    for url in _serve(
+        ServiceSettings(job_dir=str(tmp_path), workers=0, max_upload_bytes=200_000), fake_engines()
+    ):
+        before = proc.memory_info().rss
+        for payload in corpus * 3:
+            r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("x.mp3", payload)}, timeout=30)
+            assert 400 <= r.status_code < 500 or r.status_code == 200, r.text
+        grown = proc.memory_info().rss - before
+        assert httpx.get(f"{url}/healthz").status_code == 200
+    assert grown < 150 * 1024 * 1024, (
+        f"RSS grew by {grown / 2**20:.0f} MiB over {len(corpus) * 3} bad uploads"
+    )

@@ -38,6 +38,7 @@ from voxperf.service.metrics import ServiceMetrics
 from voxperf.service.worker import EmbeddedQueue, stage_ms, transcribe_bytes
 from voxperf.trace.core import Trace
 from voxperf.trace.metrics import NS_PER_MS
+from voxperf.trace.stages import ServerEvent
 
 __all__ = ["ServiceEngines", "ServiceSettings", "create_app", "server_timing"]
 
@@ -426,8 +427,14 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
                 },
             )
         metrics.cache_misses.inc()
+        # seed 004's server-side request flow, on the trace core
+        trace = Trace(start_ns=received)
+        trace.event(ServerEvent.REQUEST_RECEIVED, t_ns=received)
+        trace.event(ServerEvent.PROCESSING_START)
         chunks = iterate_in_threadpool(iter(eng.tts.stream(req.input)))
+        trace.event(ServerEvent.INFERENCE_START)
         first = await anext(chunks, None)  # headers wait for real audio, so Server-Timing is honest
+        trace.event(ServerEvent.FIRST_CHUNK_GENERATED)
         first_ns = time.perf_counter_ns() - received
         metrics.ttfa_seconds.labels(cache="miss").observe(first_ns / 1e9)
         rate = eng.tts.sample_rate
@@ -440,11 +447,26 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
                 produced.append(first.pcm16_bytes())
                 yield produced[-1]
             async for chunk in chunks:
+                trace.event(ServerEvent.AUDIO_CHUNK_GENERATED)
                 produced.append(chunk.pcm16_bytes())
                 yield produced[-1]
+            trace.event(ServerEvent.INFERENCE_COMPLETE)
+            trace.event(ServerEvent.AUDIO_GENERATION_COMPLETE)
             cache.put(key, produced, rate)  # only a complete phrase is cached
-            metrics.request_seconds.labels(endpoint="speech").observe(
-                (time.perf_counter_ns() - received) / 1e9
+            trace.finish()
+            trace.event(ServerEvent.REQUEST_COMPLETE, t_ns=trace.end_ns)
+            metrics.request_seconds.labels(endpoint="speech").observe((trace.end_ns - received) / 1e9)
+            timing_log.info(
+                json.dumps(
+                    {
+                        "name": "speech_timing",
+                        "request": trace.request_id,
+                        "chunks": len(produced),
+                        "events_ms": {
+                            e.name: round((e.t_ns - received) / NS_PER_MS, 3) for e in trace.events
+                        },
+                    }
+                )
             )
 
         return StreamingResponse(
