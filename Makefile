@@ -35,6 +35,7 @@ test: setup browser
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 ## performance benchmarks (figures, not pass/fail timing tests)
 benchmarks: setup

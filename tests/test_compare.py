@@ -174,6 +174,8 @@ def test_ttfa_alert_limits() -> None:
     c = compare_results(head, head, resamples=100)
     assert [(a.metric, a.severity) for a in c.alerts] == [("ttfa_ms", "error")]
     assert c.failed
+    md = render_markdown(c)
+    assert "**Alerts**" in md and "ttfa_ms p50 2.5e+03 beyond limit 2000" in md
 
 
 def test_markdown_report() -> None:

@@ -586,6 +586,7 @@ def _comparison(
             "give exactly one of --base FILE or --base-commit SHA", "e.g. --base-commit origin/main"
         )
     opened = _open(store) if (base_commit is not None or trend > 0) else None
+    base_result: Any
     if base is not None:
         base_result, mode, label = load_result(base), None, str(base)
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from voxperf.bench import stats
 from voxperf.bench.catalog import METRIC_BETTER, METRIC_UNITS
@@ -104,7 +104,7 @@ def run_ab(
     config: BenchConfig, overrides: dict[str, str], *, progress: Progress | None = None
 ) -> tuple[list[ABRow], dict[str, Any]]:
     """Run A (``config``) and B (``config`` with ``overrides``) interleaved; paired ratios per metric."""
-    config_b = replace(config, **{k: v for k, v in overrides.items()})
+    config_b = replace(config, **cast(dict[str, Any], overrides))
     config.validate()
     config_b.validate()
     engines = _Engines()
@@ -139,11 +139,13 @@ def run_ab(
             for side in order:
                 dictation, speech, _ = sides[side]
                 if pipeline == "dictation":
-                    rec, _res = _dictation_run(
+                    assert dictation is not None
+                    rec, _ = _dictation_run(
                         dictation, payloads[fx.name], fx, level or "raw", it, warm, "provider"
                     )
                 else:
-                    rec, _res = _speech_run(speech, fx, it, warm, "provider")
+                    assert speech is not None
+                    rec, _ = _speech_run(speech, fx, it, warm, "provider")
                 measured[side] = rec.metrics
                 if progress:
                     progress(f"A/B · {pipeline} · {fx.name} · {side}", 1)

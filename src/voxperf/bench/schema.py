@@ -202,7 +202,7 @@ class ToolInfo(_Model):
 class BenchResult(_Model):
     """The whole result file of one ``voxperf bench`` run."""
 
-    schemaVersion: Literal[1] = SCHEMA_VERSION
+    schemaVersion: Literal[1] = 1  # == SCHEMA_VERSION
     tool: ToolInfo
     createdAt: str
     config: dict[str, Any]

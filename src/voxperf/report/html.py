@@ -129,9 +129,9 @@ def render_html(
     for i, r in enumerate(c.rows):
         d = r.delta
         rel = f" ({d.rel * 100:+.1f}%)" if d.rel is not None else ""
-        group = f"{r.lane} · {r.pipeline}" + (f" · {r.level}" if r.level else "")
+        label = f"{r.lane} · {r.pipeline}" + (f" · {r.level}" if r.level else "")
         out.append(
-            f'<tr data-row="{i}" data-base="{d.base!r}" data-head="{d.head!r}"><td>{_esc(group)}</td>'
+            f'<tr data-row="{i}" data-base="{d.base!r}" data-head="{d.head!r}"><td>{_esc(label)}</td>'
             f"<td class=l>{_esc(r.fixture or 'all')}</td><td class=l>{_esc(r.metric)} {r.stat}</td>"
             f"<td>{_esc(format_value(d.base, r.unit))}</td><td>{_esc(format_value(d.head, r.unit))}</td>"
             f"<td>{_esc(format_value(d.abs, r.unit))}{rel}</td>"

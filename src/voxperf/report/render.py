@@ -134,10 +134,10 @@ def render_markdown(
     lines.append("")
     if c.alerts:
         lines.append("**Alerts** (value limits):")
-        for a in c.alerts:
+        for alert in c.alerts:
             lines.append(
-                f"- {a.severity}: {a.lane}/{a.pipeline}/{a.level or '-'} {a.metric} p50 "
-                f"{a.value:.3g} beyond limit {a.limit:g}"
+                f"- {alert.severity}: {alert.lane}/{alert.pipeline}/{alert.level or '-'} {alert.metric} p50 "
+                f"{alert.value:.3g} beyond limit {alert.limit:g}"
             )
         lines.append("")
     attributions = [a for a in c.attributions if a.dominant and abs(a.total_delta_ms) > 0]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -330,13 +330,14 @@ class RedisJobStore:
         return job
 
     def get(self, job_id: str) -> Job | None:
-        return self._job(self._call(lambda: self._r.hgetall(self._job_key(job_id))))
+        raw = cast(dict[bytes, bytes], self._call(lambda: self._r.hgetall(self._job_key(job_id))))  # type: ignore[arg-type]
+        return self._job(raw)
 
     def meta(self, job_id: str) -> dict[str, str]:
         """Fields beyond :class:`Job`: ``worker`` (host:pid of the last claimer), ``heartbeat_at``,
         ``completions`` (how many completions were recorded: 1 at most, by construction)."""
         values = self._call(lambda: self._r.hmget(self._job_key(job_id), list(_META)))
-        return {k: v.decode() for k, v in zip(_META, values, strict=True) if v is not None}
+        return {k: cast(bytes, v).decode() for k, v in zip(_META, values, strict=True) if v is not None}
 
     def list(self, status: str | None = None, limit: int = 100) -> list[Job]:
         """Newest first, optionally of one status."""
@@ -367,7 +368,7 @@ class RedisJobStore:
         return None if claimed is None else self.get(claimed.decode())
 
     def audio(self, job_id: str) -> bytes | None:
-        data: bytes | None = self._call(lambda: self._r.get(self._audio_key(job_id)))
+        data = cast(bytes | None, self._call(lambda: self._r.get(self._audio_key(job_id))))
         return data
 
     def complete(self, job_id: str, text: str, timings_ms: dict[str, float]) -> bool:

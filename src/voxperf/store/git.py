@@ -17,6 +17,7 @@ Store locations name a git store as ``git+<url-or-path>`` (``git+/srv/perf.git``
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import os
@@ -344,7 +345,7 @@ class GitBackend:
             self._refresh()
             return iter(sorted(list_stored(self.root)))
 
-    def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[PutStatus]:
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> builtins.list[PutStatus]:
         """Append the new files in one commit and push it; identical ones are no-ops; any conflict
         refuses the whole batch before anything is pushed. Retries when another writer pushed first."""
         items = [(relpath, bytes(data)) for relpath, data in items]
@@ -400,7 +401,9 @@ class GitBackend:
     def _subject(n: int) -> str:
         return f"voxperf store: add {n} result{'' if n == 1 else 's'}"
 
-    def _plan(self, items: Sequence[tuple[str, bytes]]) -> tuple[list[PutStatus], list[tuple[str, bytes]]]:
+    def _plan(
+        self, items: Sequence[tuple[str, bytes]]
+    ) -> tuple[builtins.list[PutStatus], builtins.list[tuple[str, bytes]]]:
         """Status of each item against the synced tree (raises on conflict) and the files to write."""
         statuses: list[PutStatus] = []
         new: dict[str, bytes] = {}

@@ -363,7 +363,8 @@ class ResultStore:
         """
         if limit < 1:
             raise UsageError(f"--limit must be at least 1, got {limit}", "use e.g. --limit 16")
-        where, params = ("pr IS NULL", []) if pr is None else ("pr = ?", [pr])
+        params: list[Any] = [] if pr is None else [pr]
+        where = "pr IS NULL" if pr is None else "pr = ?"
         if lane is not None:
             where += " AND lane = ?"
             params.append(lane)
