@@ -391,3 +391,26 @@ def test_store_location_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_open_store_local(tmp_path: Path) -> None:
     s = open_store(str(tmp_path / "s"))
     assert isinstance(s.backend, LocalBackend)
+
+
+def test_fresh_clone_of_a_git_store_sees_baselines_and_history(repo: Path, tmp_path: Path) -> None:
+    """A CI runner starts with an empty clone: the index must come from the files, not from the writer."""
+    from voxperf.store.git import GitBackend
+
+    bare = tmp_path / "perf.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    c1 = commit(repo, "one")
+    c2 = commit(repo, "two")
+    writer = ResultStore(GitBackend(str(bare), tmp_path / "writer"))
+    writer.put(make_result(c1))
+    reader = ResultStore(GitBackend(str(bare), tmp_path / "reader"))
+    found = reader.baseline(c2, repo)
+    assert (found.mode, found.key.commit if found.key else None) == ("nearest_ancestor", c1)
+    assert [r.commit for r in reader.ls(lane="provider")] == [c1]
+
+
+def test_files_written_by_another_process_are_indexed(store: ResultStore) -> None:
+    other = ResultStore(LocalBackend(store.backend.root))
+    other._index_path = store.backend.root / "other-index.sqlite"  # a writer with its own index
+    other.put(make_result(SHA))
+    assert {r.lane for r in store.ls()} == {"provider", "codepath"}

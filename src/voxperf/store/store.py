@@ -16,7 +16,7 @@ import random
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -279,19 +279,39 @@ class ResultStore:
         with self._db(write=True) as conn:
             conn.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
-    def rebuild_index(self) -> int:
-        """Recreate the index from the files alone; returns the number of results indexed."""
+    def _rows_for(self, relpaths: Iterable[str]) -> list[tuple[Any, ...]]:
+        """Index rows for stored files (unreadable ones are skipped: verify reports them)."""
         rows = []
-        for relpath in self.backend.list():
+        for relpath in relpaths:
             key = parse_relpath(relpath)
-            data = self.backend.read(relpath.removesuffix(".gz"))
-            if key is None or data is None:
+            if key is None:
+                continue
+            data = self.backend.read(key.relpath)
+            if data is None:
                 continue
             try:
                 result = parse_result(json.loads(data), source=relpath)
             except (VoxperfError, ValueError):
-                continue  # verify reports these
+                continue
             rows.append(self._row(key, key.relpath, result, data))
+        return rows
+
+    def refresh_index(self) -> int:
+        """Index files that other writers added (a pulled git store, another process); returns how many.
+
+        The index is a cache of the files, never the truth: every query calls this first, so a fresh
+        clone of a git store answers baselines and history like the writer that made it."""
+        listed = {r.removesuffix(".gz") for r in self.backend.list()}
+        with self._db() as conn:
+            known = {row[0] for row in conn.execute("SELECT relpath FROM results")}
+        new = sorted(listed - known)
+        if new:
+            self._index_add(self._rows_for(new))
+        return len(new)
+
+    def rebuild_index(self) -> int:
+        """Recreate the index from the files alone; returns the number of results indexed."""
+        rows = self._rows_for(self.backend.list())
         self._index_path.unlink(missing_ok=True)
         for suffix in ("-wal", "-shm"):
             Path(f"{self._index_path}{suffix}").unlink(missing_ok=True)
@@ -363,6 +383,7 @@ class ResultStore:
         """
         if limit < 1:
             raise UsageError(f"--limit must be at least 1, got {limit}", "use e.g. --limit 16")
+        self.refresh_index()
         params: list[Any] = [] if pr is None else [pr]
         where = "pr IS NULL" if pr is None else "pr = ?"
         if lane is not None:
@@ -377,6 +398,7 @@ class ResultStore:
         return rows[-limit:] if pr is None else rows
 
     def persisted_commits(self, lane: str = PROVIDER_LANE) -> set[str]:
+        self.refresh_index()
         with self._db() as conn:
             cur = conn.execute("SELECT commit_sha FROM results WHERE pr IS NULL AND lane = ?", (lane,))
             return {r[0] for r in cur.fetchall()}
