@@ -238,3 +238,49 @@ def test_gate_cli_exit_codes(injected: tuple[Path, Path], tmp_path: Path) -> Non
     shown = run_cli("compare", str(head), "--base", str(base), "--markdown", str(md), "--json")
     assert shown.returncode == 0
     assert json.loads(shown.stdout)["rows"] and md.read_text().startswith(COMMENT_MARKER)
+
+
+def test_metric_missing_for_some_fixtures_is_compared_on_the_rest() -> None:
+    """WER exists only where a transcript exists: fixtures must not be paired by position."""
+    base = synthetic({"a": [50.0] * 5, "b": [60.0] * 5, "c": [70.0] * 5})
+    head = synthetic({"a": [50.0] * 5, "b": [60.0] * 5, "c": [70.0] * 5})
+    data = {}
+    for name, result, wers in (("base", base, {"a": 0.1}), ("head", head, {"b": 0.3, "a": 0.1})):
+        d = result.model_dump(mode="json")
+        for run in d["lanes"]["codepath"]["runs"]:
+            if run["fixture"] in wers:
+                run["metrics"]["wer"] = wers[run["fixture"]]
+        data[name] = parse_result(d)
+    c = compare_results(data["base"], data["head"], resamples=100)
+    wer_rows = [r for r in c.rows if r.metric == "wer"]
+    assert wer_rows and {r.fixture for r in wer_rows} == {None}  # only fixture a has WER on both sides
+    assert all(r.delta.base == r.delta.head == pytest.approx(0.1) for r in wer_rows)
+
+
+def test_touched_files_mapped_and_hostile_commits_refused(tmp_path: Path) -> None:
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    g = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*g, "init", "-q"], check=True)
+    (repo / "src").mkdir()
+    (repo / "src" / "stt engine.py").write_text("x = 1\\n")
+    subprocess.run([*g, "add", "."], check=True)
+    subprocess.run([*g, "commit", "-qm", "a"], check=True)
+    c1 = subprocess.run([*g, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (repo / "src" / "stt engine.py").write_text("x = 2\\n")
+    (repo / "README.md").write_text("docs\\n")
+    subprocess.run([*g, "commit", "-qam", "b"], check=True)
+    subprocess.run([*g, "add", "."], check=True)
+    subprocess.run([*g, "commit", "-qm", "c"], check=True)
+    c2 = subprocess.run([*g, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    base = synthetic({"f": [50.0] * 5}, commit=c1)
+    head = synthetic({"f": [80.0] * 5}, commit=c2)
+    (a,) = compare_results(base, head, repo=repo, globs={"stt": ["src/stt*"]}, resamples=100).attributions
+    assert a.files == {"stt": ["src/stt engine.py"], "unmapped": ["README.md"]}
+    hostile = base.model_copy(
+        update={"git": base.git.model_copy(update={"commit": f"--output={tmp_path / 'pwned'}"})}
+    )
+    (a,) = compare_results(hostile, head, repo=repo, resamples=100).attributions
+    assert a.files == {} and not (tmp_path / "pwned").exists()

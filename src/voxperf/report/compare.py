@@ -23,6 +23,7 @@ sha256. Everything else is listed as skipped with the reason.
 from __future__ import annotations
 
 import fnmatch
+import re
 import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -361,13 +362,15 @@ def compare_results(
         if not common:
             continue
         for metric in COMPARED_METRICS:
-            b_groups = [(bs[group][n][metric], hfx[n][1]) for n in common if bs[group][n].get(metric)]
-            h_groups = [(hs[group][n][metric], hfx[n][1]) for n in common if hs[group][n].get(metric)]
-            if not b_groups or not h_groups or len(b_groups) != len(h_groups):
+            # only fixtures that have this metric on both sides (e.g. WER needs a transcript)
+            names = [n for n in common if bs[group][n].get(metric) and hs[group][n].get(metric)]
+            if not names:
                 continue
+            b_groups = [(bs[group][n][metric], hfx[n][1]) for n in names]
+            h_groups = [(hs[group][n][metric], hfx[n][1]) for n in names]
             scopes: list[tuple[str | None, list[Any], list[Any]]] = [(None, b_groups, h_groups)]
-            if per_fixture and len(common) > 1:
-                for i, n in enumerate(common):
+            if per_fixture and len(names) > 1:
+                for i, n in enumerate(names):
                     scopes.append((n, [b_groups[i]], [h_groups[i]]))
             for fixture, bg, hg in scopes:
                 n_b, n_h = sum(len(g) for g, _ in bg), sum(len(g) for g, _ in hg)
@@ -460,17 +463,23 @@ def _attribute(
     return Attribution(lane, pipeline, level, total, deltas, dominant)
 
 
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
 def _touched_files(base: BenchResult, head: BenchResult, repo: Path) -> list[str]:
-    if not base.git.commit or not head.git.commit:
+    """Files changed between the two runs' commits. Result files are untrusted input: only full
+    hex SHAs reach git (a value such as ``--output=...`` would otherwise be an option)."""
+    commits = (base.git.commit, head.git.commit)
+    if not all(c and _SHA.match(c) for c in commits):
         return []
     proc = subprocess.run(
-        ["git", "-C", str(repo), "diff", "--name-only", base.git.commit, head.git.commit],
+        ["git", "-C", str(repo), "diff", "--name-only", "-z", *commits],  # type: ignore[list-item]
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    return proc.stdout.split() if proc.returncode == 0 else []
+    return [f for f in proc.stdout.split("\0") if f] if proc.returncode == 0 else []
 
 
 def _map_files(files: list[str], globs: dict[str, list[str]]) -> dict[str, list[str]]:
