@@ -262,3 +262,40 @@ def test_importing_codec_loads_no_codec_library() -> None:
     code = "import sys, voxperf.audio.codec; print(sorted({'av', 'soundfile', 'soxr'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_decompression_bomb_is_refused_with_bounded_memory() -> None:
+    """A 343 KB, 8-channel, 655 kHz FLAC of silence would decode to ~1.4 GB of float32."""
+    import resource
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((655_350 * 60, 8), dtype=np.int16), 655_350, format="FLAC")
+    data = buf.getvalue()
+    assert len(data) < 2_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(AudioError, match="sample rate|samples"):
+        decode(data, max_duration_s=600)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 300, f"peak RSS grew {grown_mib:.0f} MiB while refusing the bomb"
+
+
+def test_budget_bounds_high_rate_audio() -> None:
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(192_000 * 3, dtype=np.float32), 192_000, format="WAV")  # 3 s at 192 kHz
+    assert decode(buf.getvalue(), max_duration_s=60).duration_s == pytest.approx(3.0)
+    with pytest.raises(AudioError, match="samples"):
+        decode(buf.getvalue(), max_duration_s=10)  # 576k samples > 10 s x 48 kHz
+
+
+def test_flac_of_unknown_length_decodes() -> None:
+    """Streaming encoders leave STREAMINFO's total-samples field 0 (libsndfile then reports 2**63-1)."""
+    buf = io.BytesIO()
+    t = np.arange(32_000) / 16_000
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16_000, format="FLAC")
+    data = bytearray(buf.getvalue())
+    assert data[:4] == b"fLaC"
+    # STREAMINFO body starts at byte 8; total samples = low 4 bits of body[13] + body[14:18]
+    data[8 + 13] &= 0xF0
+    data[8 + 14 : 8 + 18] = b"\x00\x00\x00\x00"
+    audio = decode(bytes(data), max_duration_s=60)
+    assert audio.duration_s == pytest.approx(2.0, abs=0.01)

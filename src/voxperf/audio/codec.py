@@ -36,6 +36,10 @@ __all__ = [
 ]
 
 DEFAULT_MAX_DURATION_S = 3600.0
+MAX_SAMPLE_RATE = 384_000  # no real recording needs more
+SAMPLE_BUDGET_PER_S = 48_000  # decoded samples allowed per second of max duration
+_BLOCK_FRAMES = 1 << 16
+_UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count for streams of unknown length
 
 # File name endings that fixture discovery treats as audio (decoding itself ignores names).
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
@@ -167,8 +171,26 @@ def encode(audio: Audio, fmt: str, *, bitrate: int = 24000) -> bytes:
 # --- soundfile ---------------------------------------------------------------------------------
 
 
+def _check_budget(samples: int, rate: int, label: str, max_duration_s: float) -> None:
+    """Refuse audio longer than allowed, or that decodes to more samples than 48 kHz audio of the
+    allowed length would (a tiny high-rate upload must not become gigabytes of float32)."""
+    _check_duration(samples / rate, label, max_duration_s)
+    budget = int(max_duration_s * SAMPLE_BUDGET_PER_S)
+    if samples > budget:
+        raise AudioError(
+            f"{label} decodes to more than {budget} samples ({rate} Hz for over {budget / rate:.0f} s)",
+            "resample to 48 kHz or less, or send a shorter recording",
+        )
+
+
+def _check_rate(rate: int, label: str) -> None:
+    if not 0 < rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{label} declares an unsupported sample rate ({rate} Hz)", _REEXPORT_HINT)
+
+
 def _decode_soundfile(data: bytes, label: str, max_duration_s: float) -> Audio | None:
-    """Decode with libsndfile; ``None`` when libsndfile cannot open this format at all."""
+    """Decode with libsndfile in blocks, down-mixed as it goes (peak memory stays mono-sized);
+    ``None`` when libsndfile cannot open this format at all."""
     import soundfile as sf
 
     try:
@@ -178,14 +200,28 @@ def _decode_soundfile(data: bytes, label: str, max_duration_s: float) -> Audio |
     with handle:
         rate = int(handle.samplerate)
         frames = int(handle.frames)
-        if rate <= 0:
-            raise AudioError(f"{label} declares an invalid sample rate ({rate} Hz)", _REEXPORT_HINT)
-        _check_duration(frames / rate, label, max_duration_s)
+        _check_rate(rate, label)
+        if frames >= _UNKNOWN_FRAMES:  # a streamed file of unknown length: libsndfile cannot read it,
+            return None  # FFmpeg can (and budgets it frame by frame)
+        if frames > 0:
+            _check_budget(frames, rate, label, max_duration_s)
+        chunks: list[np.ndarray] = []
+        total = 0
         try:
-            block = handle.read(dtype="float32", always_2d=True)
+            while True:
+                block = handle.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                chunks.append(_mono(block.T))
+                total += chunks[-1].shape[0]
+                _check_budget(total, rate, label, max_duration_s)
+        except AudioError:
+            raise
         except Exception as exc:  # a read error on untrusted bytes is bad audio
             raise AudioError(f"{label} is corrupt or truncated: {_sf_reason(exc)}", _REEXPORT_HINT) from exc
-    return Audio(_mono(block.T), rate)
+    if not chunks:
+        return Audio(np.zeros(0, dtype=np.float32), rate)
+    return Audio(np.concatenate(chunks).astype(np.float32, copy=False), rate)
 
 
 def _sf_reason(exc: BaseException) -> str:
@@ -250,9 +286,10 @@ def _decode_pyav(data: bytes, label: str, max_duration_s: float, *, known: bool 
         for frame_block in _pyav_frames(container, stream):
             if rate == 0:
                 rate = int(frame_block[1])
+                _check_rate(rate, label)
             chunks.append(_mono(frame_block[0]))
             total += chunks[-1].shape[0]
-            _check_duration(total / rate, label, max_duration_s)
+            _check_budget(total, rate, label, max_duration_s)
     except AudioError:
         raise
     except Exception as exc:  # see above
