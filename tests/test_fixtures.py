@@ -306,3 +306,19 @@ def test_engine_that_yields_nothing_is_engine_error(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="no audio"):
         make_fixture("short", Mute(), tmp_path)  # type: ignore[arg-type]
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_same_file_name_in_two_folders_gets_two_names(tmp_path: Path) -> None:
+    for sub, seconds in (("a", 0.5), ("b", 1.0)):
+        (tmp_path / sub).mkdir()
+        tone_file(tmp_path / sub / "clip.wav", seconds)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        '{"audio": "a/clip.wav", "text": "one"}\n{"audio": "b/clip.wav", "text": "two"}\n'
+        '{"audio": "a/clip.wav", "text": "again"}\n'
+    )
+    fixtures, _ = load_fixtures(manifest)
+    names = [f.name for f in fixtures]
+    assert len(set(names)) == 3
+    assert names[:2] == ["a/clip", "b/clip"]
+    assert [f.duration_s for f in fixtures[:2]] == [pytest.approx(0.5), pytest.approx(1.0)]

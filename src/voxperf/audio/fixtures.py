@@ -326,9 +326,22 @@ def _manifest_entries(manifest: Path, warnings: list[str]) -> list[tuple[Path, s
 
 
 def _unique_names(paths: list[Path]) -> list[str]:
-    """File stems as names; the full file name where two files share a stem."""
+    """File stems as names; where stems collide, the path relative to the common folder, and a
+    numeric suffix if even that collides (results, payloads and weights are keyed by name)."""
     stems = [p.stem for p in paths]
-    return [p.stem if stems.count(p.stem) == 1 else p.name for p in paths]
+    names = [p.stem if stems.count(p.stem) == 1 else p.name for p in paths]
+    if len(set(names)) != len(names):
+        root = Path(os.path.commonpath([str(p.resolve().parent) for p in paths])) if paths else Path()
+        names = [
+            n if names.count(n) == 1 else p.resolve().relative_to(root).with_suffix("").as_posix()
+            for n, p in zip(names, paths, strict=True)
+        ]
+    seen: dict[str, int] = {}
+    unique = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        unique.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return unique
 
 
 def _probe(path: Path, text: str | None, name: str, warnings: list[str]) -> Fixture:
