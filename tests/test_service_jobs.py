@@ -201,3 +201,41 @@ def test_malformed_corpus_keeps_memory_bounded(tmp_path: Path) -> None:
     assert grown < 150 * 1024 * 1024, (
         f"RSS grew by {grown / 2**20:.0f} MiB over {len(corpus) * 3} bad uploads"
     )
+
+
+def test_worker_survives_store_errors(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = SQLiteJobStore(tmp_path)
+    real_claim = store.claim
+    failures = {"left": 2}
+
+    def flaky_claim(job_id=None):  # type: ignore[no-untyped-def]
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return real_claim(job_id)
+
+    store.claim = flaky_claim  # type: ignore[method-assign]
+    queue = EmbeddedQueue(store, fake_engines(), workers=1)
+    queue.start()
+    try:
+        store.create(Job(id="after"), tone())
+        queue.notify()
+        deadline = time.monotonic() + 15
+        while store.get("after").status != "done":  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the worker died on a store error"
+            time.sleep(0.05)
+    finally:
+        queue.stop(5)
+
+
+def test_exhausted_interrupted_job_fails_and_frees_its_audio(tmp_path: Path) -> None:
+    store = SQLiteJobStore(tmp_path)
+    store.create(Job(id="x"), tone())
+    for _ in range(MAX_ATTEMPTS):  # interrupted MAX_ATTEMPTS times (e.g. the server crashed mid-job)
+        assert store.claim("x") is not None
+        store.requeue_running()
+    job = store.get("x")
+    assert job is not None and job.status == "failed" and "interrupted" in (job.error or "")
+    assert not (tmp_path / "audio" / "x.bin").exists()

@@ -142,7 +142,14 @@ class SQLiteJobStore:
             return self.conn
 
         def __exit__(self, exc_type: object, *_: object) -> None:
-            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+            if exc_type is not None:
+                self.conn.execute("ROLLBACK")
+                return
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error:
+                self.conn.execute("ROLLBACK")  # never leave the connection inside a transaction
+                raise
 
     def _tx(self) -> SQLiteJobStore._Tx:
         return self._Tx(self._conn())
@@ -300,12 +307,21 @@ class SQLiteJobStore:
 
     def requeue_running(self) -> int:
         with self._tx() as conn:
+            exhausted = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM jobs WHERE status = 'running' AND attempts >= ?", (MAX_ATTEMPTS,)
+                )
+            ]
             conn.execute(
                 "UPDATE jobs SET status = 'failed', error = COALESCE(error, 'interrupted too many times'), "
                 "completed_at = ? WHERE status = 'running' AND attempts >= ?",
                 (time.time(), MAX_ATTEMPTS),
             )
-            return conn.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'").rowcount
+            requeued = conn.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'").rowcount
+        for job_id in exhausted:
+            (self.audio_dir / f"{job_id}.bin").unlink(missing_ok=True)
+        return requeued
 
     def counts(self) -> dict[str, int]:
         rows = self._conn().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()

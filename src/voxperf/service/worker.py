@@ -137,9 +137,14 @@ class EmbeddedQueue:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            job = process_job(
-                self.store, self.engines, max_duration_s=self.max_duration_s, on_done=self.on_done
-            )
+            try:
+                job = process_job(
+                    self.store, self.engines, max_duration_s=self.max_duration_s, on_done=self.on_done
+                )
+            except Exception:  # a store or callback error must not end the worker for good
+                log.exception("job worker error; retrying in 1 s")
+                self._stop.wait(1.0)
+                continue
             if job is None:
                 self._wake.wait(0.5)
                 self._wake.clear()
