@@ -229,3 +229,23 @@ def test_chrome_trace_is_valid_and_relative() -> None:
     json.dumps(doc)  # serialisable
     assert "secret" not in json.dumps(doc).lower()
     assert chrome_trace([]) == {"traceEvents": [], "displayTimeUnit": "ms"}
+
+
+def test_speech_cpu_time_excludes_the_output_analysis() -> None:
+    """The VAD scan that finds the first audible sample runs after the request: not its CPU time."""
+    import time
+
+    class BusyVAD(FakeVAD):
+        calls = 0
+
+        def speech_prob(self, frame):  # type: ignore[no-untyped-def, override]
+            BusyVAD.calls += 1
+            end = time.process_time_ns() + 5_000_000  # burn 5 ms of CPU per frame
+            while time.process_time_ns() < end:
+                pass
+            return super().speech_prob(frame)
+
+    res = SpeechPipeline(FakeTTS(), vad=BusyVAD()).run("A sentence long enough to have many frames.")
+    burned_ns = BusyVAD.calls * 5_000_000
+    assert BusyVAD.calls > 20 and res.ttfa_ns is not None
+    assert res.cpu_ns < burned_ns / 2, (res.cpu_ns, burned_ns)

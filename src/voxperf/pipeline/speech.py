@@ -9,6 +9,7 @@ start of chunk processing.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ class SpeechResult:
     leading_silence_s: float | None  # silence before the first non-silent sample, in the audio
     rtfx: float | None
     streaming_efficiency: float | None
+    cpu_ns: int = 0  # process CPU time from request start to request end (not the analysis after it)
 
 
 class SpeechPipeline:
@@ -57,6 +59,7 @@ class SpeechPipeline:
 
     def run(self, text: str, *, request_id: str | None = None) -> SpeechResult:
         clock = self.clock
+        cpu0 = time.process_time_ns()
         trace = Trace(request_id, clock=clock, attrs={"pipeline": "speech"})
         trace.event(ClientEvent.REQUEST_START, t_ns=trace.start_ns)
         chunks: list[Audio] = []
@@ -84,8 +87,11 @@ class SpeechPipeline:
         if delivered_ns:
             trace.event(ClientEvent.LAST_AUDIO_CHUNK, t_ns=delivered_ns[-1])
         trace.finish()
+        cpu_ns = time.process_time_ns() - cpu0
         trace.event(ClientEvent.REQUEST_COMPLETE, t_ns=trace.end_ns)
-        return self._derive(trace, chunks, delivered_ns, last_generated)
+        result = self._derive(trace, chunks, delivered_ns, last_generated)
+        result.cpu_ns = cpu_ns
+        return result
 
     def _derive(
         self, trace: Trace, chunks: list[Audio], delivered_ns: list[int], last_generated: int
