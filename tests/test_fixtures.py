@@ -322,3 +322,14 @@ def test_same_file_name_in_two_folders_gets_two_names(tmp_path: Path) -> None:
     assert len(set(names)) == 3
     assert names[:2] == ["a/clip", "b/clip"]
     assert [f.duration_s for f in fixtures[:2]] == [pytest.approx(0.5), pytest.approx(1.0)]
+
+
+def test_edited_sidecar_is_a_cache_miss(tmp_path: Path) -> None:
+    first = make_fixture("short", SineTTS(speed=1.0), tmp_path)  # type: ignore[arg-type]
+    sidecar = first.path.with_suffix(".json")
+    data = json.loads(sidecar.read_text())
+    data["durationS"] = "about three seconds"
+    sidecar.write_text(json.dumps(data))
+    again = make_fixture("short", SineTTS(speed=1.0), tmp_path)  # type: ignore[arg-type]
+    assert again.duration_s == pytest.approx(first.duration_s)
+    assert json.loads(sidecar.read_text())["durationS"] == pytest.approx(first.duration_s)  # rewritten

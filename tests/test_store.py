@@ -414,3 +414,28 @@ def test_files_written_by_another_process_are_indexed(store: ResultStore) -> Non
     other._index_path = store.backend.root / "other-index.sqlite"  # a writer with its own index
     other.put(make_result(SHA))
     assert {r.lane for r in store.ls()} == {"provider", "codepath"}
+
+
+def test_gzip_bomb_is_refused(store: ResultStore, tmp_path: Path) -> None:
+    import zlib
+
+    from voxperf.store import backend
+
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
+    bomb = compressor.compress(b"\0" * (300 * 1024 * 1024)) + compressor.flush()
+    assert len(bomb) < 1024 * 1024
+    (artifacts / "bomb.json.gz").write_bytes(bomb)
+    report = store.backfill(artifacts)
+    assert [f for f, _ in report.errors] == ["bomb.json.gz"] and "expands" in report.errors[0][1]
+    assert backend.MAX_RESULT_BYTES < 300 * 1024 * 1024
+
+
+def test_unwritable_store_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    backend_ = LocalBackend(tmp_path / "ok")
+    backend_.root = blocker  # the store's audit/ directory cannot be created under a file
+    with pytest.raises(StoreError, match="cannot write to the store"):
+        backend_.put_many([(f"audit/{SHA}.json", b"{}")])

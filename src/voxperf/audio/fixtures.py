@@ -110,7 +110,13 @@ def make_fixture(variant: str, tts: TTSEngine, cache_dir: Path) -> Fixture:
     cached = _read_cached(wav_path, sidecar_path, key)
     if cached is not None:
         if not txt_path.is_file():
-            _write_atomic(txt_path, (text + "\n").encode("utf-8"))
+            try:
+                _write_atomic(txt_path, (text + "\n").encode("utf-8"))
+            except OSError as exc:
+                raise FixtureError(
+                    f"cannot write fixture transcript {txt_path}: {exc.strerror or exc}",
+                    "point VOXPERF_CACHE_DIR at a writable directory",
+                ) from exc
         return Fixture(
             name=variant,
             path=wav_path,
@@ -187,7 +193,11 @@ def _read_cached(wav_path: Path, sidecar_path: Path, key: str) -> dict[str, Any]
         return None
     if digest != sidecar.get("sha256"):
         return None
-    if not all(field in sidecar for field in ("durationS", "sampleRate", "bytes")):
+    try:  # an edited sidecar is a cache miss, never a traceback
+        sidecar["durationS"] = float(sidecar["durationS"])
+        sidecar["sampleRate"] = int(sidecar["sampleRate"])
+        sidecar["bytes"] = int(sidecar["bytes"])
+    except (KeyError, TypeError, ValueError):
         return None
     return sidecar
 

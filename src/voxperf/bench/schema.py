@@ -10,7 +10,6 @@ every change. :func:`parse_result` refuses versions it does not know.
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -258,7 +257,9 @@ def load_result(path: str | Path) -> BenchResult:
         raise UsageError(f"cannot read result file {p}: {exc.strerror}", "check the path") from exc
     try:
         if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+            from voxperf.store.backend import bounded_gunzip
+
+            raw = bounded_gunzip(raw, str(p))
         data = json.loads(raw)
     except (OSError, EOFError, ValueError) as exc:
         raise UsageError(

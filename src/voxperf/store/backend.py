@@ -9,6 +9,7 @@ holding the files (for git: the working clone), where the store keeps its rebuil
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -60,9 +61,15 @@ def atomic_create(path: Path, data: bytes) -> bool:
     crash at any point leaves either no file or the complete file, never a torn one. Returns False
     when ``path`` already existed (nothing written).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write to the store at {path.parent}: {exc.strerror or exc}",
+            "check the store directory exists and is writable",
+        ) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -72,10 +79,31 @@ def atomic_create(path: Path, data: bytes) -> bool:
             os.link(tmp, path)
         except FileExistsError:
             return False
+        except OSError as exc:  # e.g. a filesystem without hard links
+            raise StoreError(
+                f"cannot create {path}: {exc.strerror or exc}",
+                "put the store on a local filesystem that supports hard links",
+            ) from exc
         fsync_dir(path.parent)
         return True
     finally:
         tmp.unlink(missing_ok=True)
+
+
+MAX_RESULT_BYTES = 256 * 1024 * 1024  # a result file larger than this is not a bench result
+
+
+def bounded_gunzip(raw: bytes, label: str, limit: int = MAX_RESULT_BYTES) -> bytes:
+    """Decompress gzip without letting a small file expand past ``limit`` (a gzip bomb)."""
+    out = bytearray()
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
+        while chunk := fh.read(1 << 20):
+            out += chunk
+            if len(out) > limit:
+                raise StoreError(
+                    f"{label} expands to more than {limit} bytes", "this is not a voxperf result"
+                )
+    return bytes(out)
 
 
 def read_stored(root: Path, relpath: str) -> bytes | None:
@@ -83,15 +111,15 @@ def read_stored(root: Path, relpath: str) -> bytes | None:
     path = root / relpath
     try:
         return path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         pass
     gz = path.with_name(path.name + ".gz")
     try:
         raw = gz.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     try:
-        return gzip.decompress(raw)
+        return bounded_gunzip(raw, str(gz))
     except (OSError, EOFError) as exc:
         raise StoreError(f"stored file {gz} is not valid gzip: {exc}", "run `voxperf store verify`") from exc
 

@@ -9,7 +9,6 @@ from the files (:meth:`ResultStore.rebuild_index`).
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
 import random
@@ -23,7 +22,7 @@ from typing import Any, Literal
 
 from voxperf.bench.schema import BenchResult, parse_result
 from voxperf.errors import StoreConflictError, StoreError, UsageError, VoxperfError
-from voxperf.store.backend import Backend, PutStatus
+from voxperf.store.backend import Backend, PutStatus, bounded_gunzip
 from voxperf.store.keys import PROVIDER_LANE, StoreKey, parse_relpath
 
 __all__ = [
@@ -444,7 +443,7 @@ class ResultStore:
             try:
                 raw = path.read_bytes()
                 if raw[:2] == b"\x1f\x8b":
-                    raw = gzip.decompress(raw)
+                    raw = bounded_gunzip(raw, label)
                 result = parse_result(json.loads(raw), source=label)
             except (VoxperfError, ValueError, OSError, EOFError) as exc:
                 report.errors.append((label, str(exc)))
