@@ -67,6 +67,9 @@ class PocketSphinxSTT:
                 "hmm= must be an acoustic model directory, lm= an ARPA/binary LM, dict= a dictionary file",
             ) from exc
         self._lock = threading.Lock()
+        # PocketSphinx adapts its cepstral mean (CMN) across utterances, so a transcript would depend
+        # on what was decoded before; every utterance starts from the model's initial CMN instead.
+        self._initial_cmn = self.decoder.get_cmn()
         config = self.decoder.config
         hmm_path = str(config["hmm"])
         bundled = "hmm" not in overrides and "lm" not in overrides and "dict" not in overrides
@@ -94,6 +97,7 @@ class PocketSphinxSTT:
         pcm = audio.pcm16_bytes()
         with self._lock:
             try:
+                self.decoder.set_cmn(self._initial_cmn)
                 self.decoder.start_utt()
                 if pcm:
                     self.decoder.process_raw(pcm, full_utt=True)
