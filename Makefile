@@ -39,7 +39,7 @@ lint: setup
 
 ## performance benchmarks (figures, not pass/fail timing tests)
 benchmarks: setup
-	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds $(ARGS)
+	$(BIN)/python -m pytest benchmarks -p no:cacheprovider --benchmark-columns=min,median,max,rounds $(ARGS)
 
 schema: setup
 	$(BIN)/voxperf schema --output src/voxperf/schema/result-v1.schema.json
