@@ -240,6 +240,19 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
         body = {"error": {"message": message, "type": kind, "hint": hint}}
         return JSONResponse(body, status_code=status, headers=headers)
 
+    def check_upload(data: bytes) -> JSONResponse | None:
+        """Empty (422) or not audio by its bytes (415); None when the upload may be decoded."""
+        if not data:
+            return error(422, "the uploaded file is empty", "invalid_audio", "upload a recording")
+        if probe_format(data) is None:
+            return error(
+                415,
+                "the upload is not a supported audio container (checked from its bytes)",
+                "unsupported_media_type",
+                "send WAV, FLAC, OGG/Opus, MP3, M4A or WebM",
+            )
+        return None
+
     @app.exception_handler(VoxperfError)
     async def voxperf_error(_request: Request, exc: VoxperfError) -> JSONResponse:
         return error(exc.http_status, exc.message, type(exc).__name__, exc.hint)
@@ -356,15 +369,8 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
                 f"use one of {', '.join(RESPONSE_FORMATS)}",
             )
         data = await file.read()
-        if not data:
-            return error(422, "the uploaded file is empty", "invalid_audio", "upload a recording")
-        if probe_format(data) is None:
-            return error(
-                415,
-                "the upload is not a supported audio container (checked from its bytes)",
-                "unsupported_media_type",
-                "send WAV, FLAC, OGG/Opus, MP3, M4A or WebM",
-            )
+        if (refused := check_upload(data)) is not None:
+            return refused
         del model, language, prompt  # one loaded model serves every request; recorded in /v1/models
         transcript, trace, duration = await run_in_threadpool(
             lambda: transcribe_bytes(eng, data, max_duration_s=cfg.max_duration_s, start_ns=received)
@@ -498,15 +504,8 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
                 400, f"unknown processing level {level!r}", "invalid_request_error", "use raw or clean"
             )
         data = await file.read()
-        if not data:
-            return error(422, "the uploaded file is empty", "invalid_audio", "upload a recording")
-        if probe_format(data) is None:
-            return error(
-                415,
-                "the upload is not a supported audio container (checked from its bytes)",
-                "unsupported_media_type",
-                "send WAV, FLAC, OGG/Opus, MP3, M4A or WebM",
-            )
+        if (refused := check_upload(data)) is not None:
+            return refused
         job = Job(id=new_job_id(), level=level, model=model, language=language)
         await run_in_threadpool(state["store"].create, job, data)
         if state["celery"] is not None:

@@ -156,6 +156,103 @@ class SQLiteJobStore:
 
     @staticmethod
     def _job(row: tuple[Any, ...]) -> Job:
+        """A row in ``_COLUMNS`` order; timings are stored as JSON."""
+        values = list(row)
+        values[11] = json.loads(values[11] or "{}")
+        return Job(*values)
+
+    def create(self, job: Job, audio: bytes) -> Job: ...
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def list(self, status: str | None = None, limit: int = 100) -> list[Job]: ...
+
+    def claim(self, job_id: str | None = None) -> Job | None:
+        """queued → running (attempts + 1): the given job, or the oldest queued one."""
+        ...
+
+    def audio(self, job_id: str) -> bytes | None: ...
+
+    def complete(self, job_id: str, text: str, timings_ms: dict[str, float]) -> bool:
+        """running → done; False (nothing changed) when the job is not running (idempotence)."""
+        ...
+
+    def fail(self, job_id: str, error: str, *, permanent: bool = False) -> Job | None:
+        """running → queued again, or → failed after MAX_ATTEMPTS (at once when ``permanent``, e.g.
+        undecodable audio that no retry can fix); returns the updated job."""
+        ...
+
+    def cancel(self, job_id: str) -> Job | None: ...
+
+    def requeue_running(self) -> int:
+        """After a restart: interrupted (running) jobs go back to the queue."""
+        ...
+
+    def counts(self) -> dict[str, int]: ...
+
+
+_COLUMNS = (
+    "id, status, level, model, language, created_at, started_at, completed_at, attempts, text, error, "
+    "timings_ms, queue_wait_ms, processing_ms, audio_bytes"
+)
+
+
+class SQLiteJobStore:
+    """Jobs in SQLite (WAL), audio in ``<dir>/audio/<id>.bin``: one machine, survives restarts."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.dir = Path(directory)
+        self.audio_dir = self.dir / "audio"
+        try:
+            self.audio_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot create the job directory {self.dir}: {exc.strerror}", "choose another"
+            ) from exc
+        self.path = self.dir / "jobs.sqlite"
+        self._local = threading.local()
+        with self._tx() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL, level "
+                "TEXT, model TEXT, "
+                "language TEXT, created_at REAL, started_at REAL, completed_at REAL, attempts "
+                "INTEGER, text TEXT, "
+                "error TEXT, timings_ms TEXT, queue_wait_ms REAL, processing_ms REAL, audio_bytes INTEGER)"
+            )
+            conn.execute("CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at)")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    class _Tx:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.conn.execute("BEGIN IMMEDIATE")
+            return self.conn
+
+        def __exit__(self, exc_type: object, *_: object) -> None:
+            if exc_type is not None:
+                self.conn.execute("ROLLBACK")
+                return
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error:
+                self.conn.execute("ROLLBACK")  # never leave the connection inside a transaction
+                raise
+
+    def _tx(self) -> SQLiteJobStore._Tx:
+        return self._Tx(self._conn())
+
+    @staticmethod
+    def _job(row: tuple[Any, ...]) -> Job:
         (
             jid,
             status,
