@@ -179,3 +179,30 @@ def test_schema_command_matches_published(tmp_path: Path) -> None:
     assert run_cli("schema", "-o", str(out)).returncode == 0
     published = Path(__file__).resolve().parents[1] / "src" / "voxperf" / "schema" / "result-v1.schema.json"
     assert json.loads(out.read_text()) == json.loads(published.read_text())
+
+
+def test_api_keys_in_specs_never_reach_results_or_messages(tone_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    spec = "openai:base_url=http://127.0.0.1:9,model=m,api_key=sk-SECRET123"
+    proc = run_cli(
+        "bench",
+        "--lane",
+        "codepath",
+        "--fixtures",
+        str(tone_dir),
+        "--levels",
+        "raw",
+        "--iterations",
+        "1",
+        "--warmup",
+        "0",
+        "-q",
+        "--rewrite",
+        spec,
+        "-o",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "sk-SECRET123" not in out.read_text() and "api_key=***" in out.read_text()
+    bad = run_cli("bench", "--rewrite", "openai:base_url=http://x,api_key=sk-SECRET9,model")
+    assert bad.returncode == 2 and "sk-SECRET9" not in bad.stderr

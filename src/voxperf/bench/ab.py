@@ -26,6 +26,7 @@ from voxperf.bench.runner import (
     _speech_run,
     lane_pipelines,
 )
+from voxperf.engines.registry import redact_spec
 from voxperf.errors import UsageError
 
 __all__ = ["AB_KEYS", "ABRow", "parse_vs", "run_ab"]
@@ -176,8 +177,8 @@ def run_ab(
             )
         )
     meta = {
-        "a": {k: getattr(config, k) for k in AB_KEYS},
-        "b": {k: getattr(config_b, k) for k in AB_KEYS},
+        "a": {k: redact_spec(str(getattr(config, k))) for k in AB_KEYS},
+        "b": {k: redact_spec(str(getattr(config_b, k))) for k in AB_KEYS},
         "engines": {k: v[2] for k, v in sides.items()},
         "iterations": config.iterations,
         "warmup": config.warmup,

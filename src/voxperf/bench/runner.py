@@ -41,7 +41,7 @@ from voxperf.bench.schema import (
     RunRecord,
     SummaryRecord,
 )
-from voxperf.engines.registry import EngineSpec, create_engine, parse_spec
+from voxperf.engines.registry import EngineSpec, create_engine, parse_spec, redact_spec
 from voxperf.errors import EngineError, UsageError, VoxperfError
 from voxperf.pipeline.dictation import ENCODE_FORMATS, DictationPipeline, DictationResult
 from voxperf.pipeline.sinks import parse_audio_sink, parse_text_sink
@@ -155,6 +155,8 @@ class BenchConfig:
         d["fake_latency_ms"] = {k: v * 1000 for k, v in d.pop("fake_latency").items()}
         for k in ("lanes", "pipelines", "variants", "levels"):
             d[k] = list(d[k])
+        for role in ("stt", "tts", "vad", "rewrite"):  # api keys in specs never reach result files
+            d[role] = redact_spec(d[role])
         return d
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from voxperf.errors import DependencyMissingError, UnknownEngineError, UsageError
 
-__all__ = ["REGISTRY", "EngineSpec", "create_engine", "engine_names", "parse_spec"]
+__all__ = ["REGISTRY", "EngineSpec", "create_engine", "engine_names", "parse_spec", "redact_spec"]
 
 # role -> engine name -> "module:Class"
 REGISTRY: dict[str, dict[str, str]] = {
@@ -58,8 +58,28 @@ class EngineSpec:
     options: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        opts = ",".join(f"{k}={v}" for k, v in self.options.items())
+        """The spec with secret values masked: this is what result files and messages show."""
+        opts = ",".join(f"{k}={'***' if _is_secret(k) else v}" for k, v in self.options.items())
         return f"{self.name}:{opts}" if opts else self.name
+
+
+_SECRET_KEYS = ("key", "token", "password", "secret")
+
+
+def _is_secret(option: str) -> bool:
+    return any(word in option.lower() for word in _SECRET_KEYS)
+
+
+def redact_spec(text: str) -> str:
+    """A raw spec string with secret option values masked (for messages and recorded configs)."""
+    name, sep, rest = text.partition(":")
+    if not sep:
+        return text
+    parts = []
+    for part in rest.split(","):
+        key, eq, _ = part.partition("=")
+        parts.append(f"{key}=***" if eq and _is_secret(key) else part)
+    return f"{name}:{','.join(parts)}"
 
 
 def engine_names(role: str) -> list[str]:
@@ -85,7 +105,7 @@ def parse_spec(role: str, text: str) -> EngineSpec:
             key = key.strip().replace("-", "_")
             if not sep or not key:
                 raise UsageError(
-                    f"malformed option {part!r} in {role} spec {text!r}",
+                    f"malformed option {part!r} in {role} spec {redact_spec(text)!r}",
                     f"write options as key=value, e.g. {name}:key=value,other=value",
                 )
             options[key] = value.strip()
