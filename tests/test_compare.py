@@ -284,3 +284,18 @@ def test_touched_files_mapped_and_hostile_commits_refused(tmp_path: Path) -> Non
     )
     (a,) = compare_results(hostile, head, repo=repo, resamples=100).attributions
     assert a.files == {} and not (tmp_path / "pwned").exists()
+
+
+def test_gate_with_nothing_compared_is_not_ok(tmp_path: Path) -> None:
+    from voxperf.bench.schema import dump_result
+
+    base, head = tmp_path / "b.json", tmp_path / "h.json"
+    dump_result(synthetic({"f": [50.0] * 5}), base)
+    dump_result(synthetic({"f": [90.0] * 5}, sha="1" * 64), head)  # other audio: nothing comparable
+    proc = run_cli("gate", str(head), "--base", str(base))
+    assert proc.returncode == ExitCode.DATA and "nothing was compared" in proc.stderr
+    assert run_cli("gate", str(head), "--base", str(base), "--allow-missing-baseline").returncode == 0
+    typo = run_cli("gate", str(head), "--base-commit", "HEAD", "--store", str(tmp_path / "typo-store"))
+    assert typo.returncode == ExitCode.USAGE and "no store at" in typo.stderr
+    assert not (tmp_path / "typo-store").exists()
+    assert run_cli("gate", str(head), "--base", str(base), "--resamples", "0").returncode == ExitCode.USAGE

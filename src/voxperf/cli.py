@@ -396,10 +396,11 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-def _open(location: str | None) -> Any:
+def _open(location: str | None, *, create: bool = False) -> Any:
+    """The configured store; only commands that write may create it."""
     from voxperf.store.config import open_store, store_location
 
-    return open_store(store_location(location))
+    return open_store(store_location(location), create=create)
 
 
 def _commit_arg(rev: str, repo: Path) -> str:
@@ -424,7 +425,7 @@ def store_put(
     """Store a result (one file per lane); identical content is a no-op, different content is refused."""
     from voxperf.bench.schema import load_result
 
-    outcomes = _open(store).put(load_result(file), pr=pr, commit=commit)
+    outcomes = _open(store, create=True).put(load_result(file), pr=pr, commit=commit)
     if json_out:
         _print_json([o.to_dict() for o in outcomes])
     else:
@@ -517,7 +518,7 @@ def store_backfill(
     """Import result files: identical ones are skipped, conflicting ones refused; both reported."""
     from voxperf.errors import StoreConflictError
 
-    report = _open(store).backfill(directory, pr=pr)
+    report = _open(store, create=True).backfill(directory, pr=pr)
     if json_out:
         _print_json(report.to_dict())
     else:
@@ -585,7 +586,16 @@ def _comparison(
         raise UsageError(
             "give exactly one of --base FILE or --base-commit SHA", "e.g. --base-commit origin/main"
         )
-    opened = _open(store) if (base_commit is not None or trend > 0) else None
+    opened = None
+    if base_commit is not None:
+        opened = _open(store)
+    elif trend > 0:  # the trend is context: without a store there is simply none
+        from voxperf.errors import StoreError
+
+        try:
+            opened = _open(store)
+        except StoreError:
+            opened = None
     base_result: Any
     if base is not None:
         base_result, mode, label = load_result(base), None, str(base)
@@ -654,7 +664,7 @@ def compare(
     mermaid: Annotated[bool, typer.Option(help="Add Mermaid charts to the Markdown")] = False,
     json_out: JsonOpt = False,
     all_rows: Annotated[bool, typer.Option("--all", help="Show unchanged rows too")] = False,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples per CI")] = 1000,
+    resamples: Annotated[int, typer.Option(min=1, help="Bootstrap resamples per CI")] = 1000,
 ) -> None:
     """Compare a head result with a base: deltas with CIs and verdicts, regressions first."""
     from voxperf.report.render import render_json, render_markdown, render_terminal, trend_points
@@ -681,9 +691,12 @@ def gate(
     base_commit: BaseCommitOpt = None,
     store: StoreOpt = None,
     repo: RepoOpt = Path("."),
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples per CI")] = 1000,
+    resamples: Annotated[int, typer.Option(min=1, help="Bootstrap resamples per CI")] = 1000,
+    allow_missing_baseline: Annotated[
+        bool, typer.Option(help="Exit 0 when nothing could be compared (e.g. the first run of a project)")
+    ] = False,
 ) -> None:
-    """Exit 1 when a regression (or alert) at error level is found, 0 otherwise; list every regression."""
+    """Exit 1 on a regression (or alert) at error level, 4 when nothing could be compared, else 0."""
     comparison, _, _, _ = _comparison(head, base, base_commit, store, repo, 0, None, resamples)
     console = _stderr()
     for s in comparison.skipped:
@@ -701,6 +714,10 @@ def gate(
     if comparison.failed:
         console.print("gate: FAILED (regression at error level)")
         raise typer.Exit(int(ExitCode.GATE_FAILED))
+    if not comparison.rows and not comparison.alerts:
+        console.print("gate: nothing was compared, so nothing was checked", markup=False)
+        if not allow_missing_baseline:
+            raise typer.Exit(int(ExitCode.DATA))
     console.print(f"gate: ok ({len(comparison.regressions)} warning-level regression(s))")
 
 
@@ -734,7 +751,7 @@ def report(
     synthesize: Annotated[
         bool, typer.Option(help="Add a short synthesis from an OpenAI-compatible endpoint (fails open)")
     ] = False,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples per CI")] = 1000,
+    resamples: Annotated[int, typer.Option(min=1, help="Bootstrap resamples per CI")] = 1000,
 ) -> None:
     """Render the PR report (Markdown) and optionally post it as one sticky PR comment."""
     from voxperf.report.render import render_markdown, trend_points

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from voxperf.errors import UsageError
+from voxperf.errors import StoreError, UsageError
 from voxperf.store.backend import LocalBackend
 from voxperf.store.store import ResultStore
 
@@ -60,8 +60,11 @@ def store_location(flag: str | None = None, cwd: Path | None = None) -> str:
     return DEFAULT_STORE
 
 
-def open_store(location: str) -> ResultStore:
-    """A :class:`ResultStore` over a local directory or, for ``git+...``, a managed git clone."""
+def open_store(location: str, *, create: bool = True) -> ResultStore:
+    """A :class:`ResultStore` over a local directory or, for ``git+...``, a managed git clone.
+
+    With ``create=False`` (commands that only read) a local store that does not exist is an
+    error rather than a new empty store, so a mistyped path cannot silently mean "no baseline"."""
     if location.startswith("git+"):
         from voxperf.store.git import GitBackend, parse_location
 
@@ -70,4 +73,8 @@ def open_store(location: str) -> ResultStore:
         workdir = cache / hashlib.sha256(remote.encode()).hexdigest()[:16]
         # one fetch serves a whole operation (verify reads every file) instead of one fetch per file
         return ResultStore(GitBackend(remote, workdir, refresh_interval=5.0))
+    if not create and not Path(location).expanduser().is_dir():
+        raise StoreError(
+            f"there is no store at {location}", "check --store / VOXPERF_STORE / [tool.voxperf] store"
+        )
     return ResultStore(LocalBackend(location))
