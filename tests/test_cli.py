@@ -206,3 +206,37 @@ def test_api_keys_in_specs_never_reach_results_or_messages(tone_dir: Path, tmp_p
     assert "sk-SECRET123" not in out.read_text() and "api_key=***" in out.read_text()
     bad = run_cli("bench", "--rewrite", "openai:base_url=http://x,api_key=sk-SECRET9,model")
     assert bad.returncode == 2 and "sk-SECRET9" not in bad.stderr
+
+
+def test_path_mistakes_are_usage_errors_not_tracebacks(tone_dir: Path, tmp_path: Path) -> None:
+    from voxperf.bench.schema import dump_result
+
+    from .test_compare import synthetic
+
+    base = tmp_path / "base.json"
+    dump_result(synthetic({"f": [50.0] * 5}), base)
+    cases = [
+        ("compare", str(base), "--base", str(base), "--markdown", str(tmp_path)),  # a directory
+        ("compare", str(base), "--base", str(base), "--markdown", str(tmp_path / "no" / "x.md")),
+        ("schema", "-o", str(tmp_path / "no" / "s.json")),
+        ("bench", "--lane", "codepath", "--fixtures", str(tone_dir), "-o", str(tmp_path)),
+        ("compare", str(tmp_path / "x[/y].json"), "--base", str(base)),  # Rich markup in a path
+        ("serve", "--port", "99999"),
+    ]
+    for args in cases:
+        proc = run_cli(*args)
+        assert proc.returncode == ExitCode.USAGE, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr, args
+    assert "x[/y].json" in run_cli("compare", str(tmp_path / "x[/y].json"), "--base", str(base)).stderr
+
+
+def test_attribution_config_is_validated(tmp_path: Path) -> None:
+    from voxperf.bench.schema import dump_result
+
+    from .test_compare import synthetic
+
+    base = tmp_path / "base.json"
+    dump_result(synthetic({"f": [50.0] * 5}), base)
+    (tmp_path / "voxperf.toml").write_text('attribution = "src/**"\n')
+    proc = run_cli("compare", str(base), "--base", str(base), cwd=tmp_path)
+    assert proc.returncode == ExitCode.USAGE and "attribution" in proc.stderr

@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from voxperf import __version__
 from voxperf.errors import ExitCode, PartialFailure, UsageError, VoxperfError
@@ -45,7 +46,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _stderr() -> Console:
-    console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
+    # markup off: paths, fixture names and messages are user text; styled lines opt in (escaped)
+    console = Console(
+        stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False, markup=False
+    )
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = max(console.width, 100)  # logs and pipes: do not wrap the tables at 80
     return console
@@ -53,9 +57,10 @@ def _stderr() -> Console:
 
 def _fail(exc: VoxperfError) -> typer.Exit:
     console = _stderr()
-    console.print(f"[bold red]error:[/bold red] {exc.message}", markup=True, soft_wrap=True)
+    # messages carry user text (paths, fixture names): never read it as Rich markup
+    console.print(f"[bold red]error:[/bold red] {escape(exc.message)}", markup=True, soft_wrap=True)
     if exc.hint:
-        console.print(f"[dim]hint:[/dim] {exc.hint}", soft_wrap=True)
+        console.print(f"[dim]hint:[/dim] {escape(exc.hint)}", markup=True, soft_wrap=True)
     return typer.Exit(int(exc.exit_code))
 
 
@@ -68,11 +73,29 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except VoxperfError as exc:
             raise _fail(exc) from None
+        except OSError as exc:  # an output path that is a directory, unwritable, on a full disk ...
+            where = f" {exc.filename}" if exc.filename else ""
+            raise _fail(UsageError(f"cannot use{where}: {exc.strerror or exc}", "check the path")) from None
         except KeyboardInterrupt:
             _stderr().print("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_output_paths(*paths: tuple[Path | None, str]) -> None:
+    """Before a long run: every output path can be written (its folder exists, it is not a folder)."""
+    for path, what in paths:
+        if path is None:
+            continue
+        if path.is_dir():
+            raise UsageError(
+                f"{what} {path} is a directory", f"give a file name, e.g. {path / 'result.json'}"
+            )
+        if not path.parent.is_dir():
+            raise UsageError(
+                f"{what} directory {path.parent} does not exist", "create it or choose another path"
+            )
 
 
 def _csv(value: str, option: str) -> tuple[str, ...]:
@@ -162,11 +185,7 @@ def bench(
         keep_traces=trace is not None,
     )
     config.validate()
-    for path, what in ((output, "--output"), (trace, "--trace"), (events, "--events")):
-        if path is not None and not path.parent.exists():
-            raise UsageError(
-                f"{what} directory {path.parent} does not exist", "create it or choose another path"
-            )
+    check_output_paths((output, "--output"), (trace, "--trace"), (events, "--events"))
     if vs is not None:
         _run_ab_command(config, vs, output=output, json_out=json_out, quiet=quiet)
         return
@@ -279,14 +298,14 @@ def _run_bench_command(
         outcome = run_bench(config, progress=on_progress)
     result = outcome.result
     for w in outcome.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}", markup=True, soft_wrap=True)
     if not quiet:
         render_result(result, console)
     # results first: whatever else fails, measured numbers are not lost
     if output is None and not json_out:
         commit = (result.git.commit or "nogit")[:12]
         stamp = result.createdAt.replace(":", "").replace("-", "")
-        output = Path(".voxperf") / "runs" / f"{stamp}-{commit}.json"
+        output = Path(".voxperf") / "runs" / f"{stamp}-{commit}-{os.getpid()}.json"  # unique per run
         output.parent.mkdir(parents=True, exist_ok=True)
     text = dump_result(result, output)
     if output is not None:
@@ -582,6 +601,12 @@ def _comparison(
     config, _ = project_config()
     thresholds = thresholds_from_config(config)
     globs = config.get("attribution", {})
+    if not isinstance(globs, dict) or not all(
+        isinstance(v, list) and all(isinstance(g, str) for g in v) for v in globs.values()
+    ):
+        raise UsageError(
+            "[tool.voxperf.attribution] must map stage names to lists of globs", 'e.g. stt = ["src/stt/**"]'
+        )
     if (base is None) == (base_commit is None):
         raise UsageError(
             "give exactly one of --base FILE or --base-commit SHA", "e.g. --base-commit origin/main"
@@ -669,6 +694,7 @@ def compare(
     """Compare a head result with a base: deltas with CIs and verdicts, regressions first."""
     from voxperf.report.render import render_json, render_markdown, render_terminal, trend_points
 
+    check_output_paths((markdown, "--markdown"))
     comparison, vs_trend, trend_runs, _ = _comparison(
         head, base, base_commit, store, repo, trend, pr, resamples
     )
@@ -756,6 +782,7 @@ def report(
     """Render the PR report (Markdown) and optionally post it as one sticky PR comment."""
     from voxperf.report.render import render_markdown, trend_points
 
+    check_output_paths((markdown, "--markdown"), (html_out, "--html"))
     comparison, vs_trend, trend_runs, base_result = _comparison(
         head, base, base_commit, store, repo, trend, pr, resamples
     )
@@ -800,7 +827,7 @@ def report(
 @handle_errors
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
     stt: Annotated[str, typer.Option(help="STT engine spec")] = "faster-whisper",
     tts: Annotated[str, typer.Option(help="TTS engine spec")] = "piper",
     workers: Annotated[int | None, typer.Option(help="Embedded job worker threads (VOXPERF_WORKERS)")] = None,
@@ -854,14 +881,24 @@ def version() -> None:
     typer.echo(__version__)
 
 
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in voxperf, never confused with a failed gate (1)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
         app()
     except VoxperfError as exc:  # pragma: no cover - commands handle their own
-        console = _stderr()
-        console.print(f"error: {exc.message}")
+        _stderr().print(f"error: {exc.message}", markup=False)
         sys.exit(int(exc.exit_code))
+    except Exception:  # pragma: no cover - a bug: show it, with an exit code of its own
+        import traceback
+
+        traceback.print_exc()
+        _stderr().print(
+            "voxperf hit an internal error (exit 70); please report it with the traceback above", markup=False
+        )
+        sys.exit(INTERNAL_ERROR)
 
 
 if __name__ == "__main__":  # pragma: no cover

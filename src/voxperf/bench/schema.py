@@ -11,6 +11,8 @@ every change. :func:`parse_result` refuses versions it does not know.
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -273,7 +275,7 @@ def dump_result(result: BenchResult, path: str | Path | None = None) -> str:
     text = result.model_dump_json(indent=2)
     if path is not None:
         p = Path(path)
-        tmp = p.with_name(f".{p.name}.tmp")
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # concurrent writers
         tmp.write_text(text + "\n", encoding="utf-8")
         tmp.replace(p)
     return text

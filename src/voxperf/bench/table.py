@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich import box
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -130,7 +131,12 @@ def render_result(result: BenchResult, console: Console) -> None:
     for lane in result.lanes.values():
         for f in lane.failures:
             hint = f" — {f.hint}" if f.hint else ""
-            console.print(f"[red]failed[/red] {lane.lane}/{f.pipeline}/{f.fixture}: {f.message}{hint}")
+            console.print(
+                f"[red]failed[/red] {escape(f'{lane.lane}/{f.pipeline}/{f.fixture}: {f.message}{hint}')}",
+                markup=True,
+            )
         for fl in lane.flags:
             if fl.kind in ("fake", "no-audio"):
-                console.print(f"[bold red]{fl.kind}[/bold red] {lane.lane}: {fl.message}")
+                console.print(
+                    f"[bold red]{fl.kind}[/bold red] {escape(f'{lane.lane}: {fl.message}')}", markup=True
+                )

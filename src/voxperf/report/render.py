@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -257,13 +258,14 @@ def render_terminal(comparison: Comparison, console: Console, *, all_rows: bool 
     )
     for a in comparison.alerts:
         console.print(
-            f"[bold red]alert[/bold red] {a.severity}: {a.lane}/{a.pipeline} {a.metric} "
-            f"{a.value:.3g} beyond {a.limit:g}"
+            f"[bold red]alert[/bold red] {escape(f'{a.severity}: {a.lane}/{a.pipeline} {a.metric}')} "
+            f"{a.value:.3g} beyond {a.limit:g}",
+            markup=True,
         )
     for h in comparison.hints:
         console.print(f"hint: {h}")
     for s in comparison.skipped:
-        console.print(f"[dim]not compared: {s}[/dim]")
+        console.print(f"[dim]not compared: {escape(s)}[/dim]", markup=True)
 
 
 def render_json(comparison: Comparison) -> str:
