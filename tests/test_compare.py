@@ -299,3 +299,16 @@ def test_gate_with_nothing_compared_is_not_ok(tmp_path: Path) -> None:
     assert typo.returncode == ExitCode.USAGE and "no store at" in typo.stderr
     assert not (tmp_path / "typo-store").exists()
     assert run_cli("gate", str(head), "--base", str(base), "--resamples", "0").returncode == ExitCode.USAGE
+
+
+def test_markdown_escapes_untrusted_text_from_result_files() -> None:
+    evil = "a|x</details><img src=x onerror=alert(1)> [click](https://evil.example) @octocat `"
+    base = synthetic({evil: [100.0, 101, 99, 100, 100.5], "ok": [50.0] * 5}, commit="<b>x</b>`|" + "0" * 30)
+    head = synthetic({evil: [150.0, 151, 149, 150, 150.5], "ok": [50.0] * 5})
+    md_text = render_markdown(compare_results(base, head, resamples=100))
+    assert "<img" not in md_text and "](https://evil" not in md_text and " @octocat" not in md_text
+    assert md_text.count("<details>") == md_text.count("</details>")
+    fixture_rows = [line for line in md_text.splitlines() if "img src" in line]  # per-fixture table rows
+    assert fixture_rows
+    for line in fixture_rows:  # 8 columns: 9 unescaped pipes, whatever the fixture name holds
+        assert line.count("|") - line.count("\\|") == 9, line

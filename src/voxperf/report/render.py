@@ -85,12 +85,28 @@ def _verdict_text(r: MetricComparison) -> str:
     return f"{_ICON[r.verdict]} {r.verdict}{sev}"
 
 
+_MD_SPECIAL = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", "@": "@&#8203;"} | {c: f"\\{c}" for c in "\\`*_{}[]()#+!|~"}
+)
+
+
+def md(text: object) -> str:
+    """Untrusted text (fixture names, lanes, commits, paths from result files) made inert in
+    GitHub Markdown: no table breaks, links, images, HTML or @mentions under the bot's name."""
+    return str(text).replace("\n", " ").translate(_MD_SPECIAL)
+
+
+def _code(text: object) -> str:
+    """Inline code for identifiers; backticks removed so the span cannot be closed early."""
+    return "`" + str(text).replace("`", "").replace("\n", " ").replace("|", "/") + "`"
+
+
 def _where(lane: str, pipeline: str, level: str | None) -> str:
     return f"{lane} · {pipeline}" + (f" · {level}" if level else "")
 
 
 def _group(r: MetricComparison) -> str:
-    return _where(r.lane, r.pipeline, r.level)
+    return md(_where(r.lane, r.pipeline, r.level))
 
 
 def render_markdown(
@@ -108,7 +124,7 @@ def render_markdown(
     lines = [COMMENT_MARKER, "## voxperf report", ""]
     status = "❌ **gate failed**" if c.failed else ("⚠️ warnings" if regressions else "✅ no regression")
     mode = f" ({c.baseline_mode.replace('_', ' ')})" if c.baseline_mode else ""
-    lines.append(f"{status} — head `{c.head_label}` vs base `{c.base_label}`{mode}.")
+    lines.append(f"{status} — head {_code(c.head_label)} vs base {_code(c.base_label)}{md(mode)}.")
     lines.append("")
     if synthesis:
         lines += [f"> {synthesis}", ""]
@@ -137,7 +153,8 @@ def render_markdown(
         lines.append("**Alerts** (value limits):")
         for alert in c.alerts:
             lines.append(
-                f"- {alert.severity}: {alert.lane}/{alert.pipeline}/{alert.level or '-'} {alert.metric} p50 "
+                f"- {alert.severity}: {md(f'{alert.lane}/{alert.pipeline}/{alert.level or chr(45)}')} "
+                f"{alert.metric} p50 "
                 f"{alert.value:.3g} beyond limit {alert.limit:g}"
             )
         lines.append("")
@@ -154,18 +171,18 @@ def render_markdown(
                 if abs(v) >= 0.05
             )
             lines.append(
-                f"- {_where(a.lane, a.pipeline, a.level)}: total {a.total_delta_ms:+.1f} ms"
-                f" — dominant **{a.dominant}**" + (f" ({parts})" if parts else "")
+                f"- {md(_where(a.lane, a.pipeline, a.level))}: total {a.total_delta_ms:+.1f} ms"
+                f" — dominant **{md(a.dominant)}**" + (f" ({md(parts)})" if parts else "")
             )
             for stage, files in a.files.items():
                 lines.append(
-                    f"  - touched for {stage}: "
-                    + ", ".join(f"`{f}`" for f in files[:10])
+                    f"  - touched for {md(stage)}: "
+                    + ", ".join(_code(f) for f in files[:10])
                     + (f" (+{len(files) - 10} more)" if len(files) > 10 else "")
                 )
         lines.append("")
     for hint in c.hints:
-        lines.append(f"💡 {hint}")
+        lines.append(f"💡 {md(hint)}")
     if c.hints:
         lines.append("")
     fixtures = [
@@ -183,7 +200,7 @@ def render_markdown(
         for r in fixtures:
             delta, ci = _fmt_delta(r)
             lines.append(
-                f"| {_group(r)} | {r.fixture} | {r.metric} | {format_value(r.delta.base, r.unit)} | "
+                f"| {_group(r)} | {md(r.fixture)} | {r.metric} | {format_value(r.delta.base, r.unit)} | "
                 f"{format_value(r.delta.head, r.unit)} | {delta} | {ci} | {_verdict_text(r)} |"
             )
         lines += ["", "</details>", ""]
@@ -192,7 +209,7 @@ def render_markdown(
     if c.skipped:
         lines += (
             ["<details><summary>Not compared</summary>", ""]
-            + [f"- {s}" for s in c.skipped]
+            + [f"- {md(s)}" for s in c.skipped]
             + ["", "</details>", ""]
         )
     lines.append(
@@ -212,7 +229,7 @@ def _timeline(trend: Sequence[TrendPoint], metrics: Sequence[str], mermaid: bool
     lines.append("|---|---|" + "---:|" * len(cols))
     for p in trend:
         cells = [f"{p.p95[k]:.1f}" if k in p.p95 else "–" for k in keys]
-        lines.append(f"| {p.source} | `{p.commit[:8]}` | " + " | ".join(cells) + " |")
+        lines.append(f"| {md(p.source)} | {_code(p.commit[:8])} | " + " | ".join(cells) + " |")
     lines.append("")
     if mermaid:
         key = keys[0]
@@ -221,7 +238,9 @@ def _timeline(trend: Sequence[TrendPoint], metrics: Sequence[str], mermaid: bool
             "```mermaid",
             "xychart-beta",
             f'  title "{cols[0]} p95 (ms)"',
-            "  x-axis [" + ", ".join(f'"{p.commit[:7]}"' for p in trend) + "]",
+            "  x-axis ["
+            + ", ".join('"' + "".join(ch for ch in p.commit[:7] if ch.isalnum()) + '"' for p in trend)
+            + "]",
             "  line [" + ", ".join(f"{v:.1f}" for v in values) + "]",
             "```",
             "",
