@@ -29,9 +29,10 @@ class FakeGitHub:
         self.next_id = 1000
         self.requests: list[tuple[str, str]] = []
 
-    def add(self, pr: int, body: str) -> int:
+    def add(self, pr: int, body: str, login: str = "voxperf-bot") -> int:
         self.next_id += 1
-        self.comments.setdefault(pr, []).append({"id": self.next_id, "body": body})
+        user = {"login": login, "type": "Bot" if login.endswith("[bot]") else "User"}
+        self.comments.setdefault(pr, []).append({"id": self.next_id, "body": body, "user": user})
         return self.next_id
 
 
@@ -53,6 +54,8 @@ def make_handler(gh: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             gh.requests.append((method, url.path))
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 return self._send(401, {"message": "Bad credentials"})
+            if url.path == "/user":
+                return self._send(200, {"login": "voxperf-bot"})
             parts = url.path.strip("/").split("/")
             if parts[:1] != ["repos"] or parts[1:3] != ["acme", "voice"]:
                 return self._send(404, {"message": "Not Found"})
@@ -165,3 +168,14 @@ def test_report_cli_posts_comment(github: tuple[FakeGitHub, str], tmp_path, monk
     assert (
         proc.returncode == ExitCode.PROVIDER and "nope" not in proc.stderr and "Traceback" not in proc.stderr
     )
+
+
+def test_comments_by_others_are_never_edited_or_deleted(github: tuple[FakeGitHub, str]) -> None:
+    gh, url = github
+    planted = gh.add(11, f"{COMMENT_MARKER}\nfake report by someone else", login="mallory")
+    quoted = gh.add(11, f"as the bot said:\n{COMMENT_MARKER}\nquoted", login="voxperf-bot")
+    result = upsert_comment("real report", repo="acme/voice", pr=11, token=TOKEN, api_url=url)
+    assert result.action == "created" and result.deleted == []
+    bodies = {c["id"]: c["body"] for c in gh.comments[11]}
+    assert bodies[planted].endswith("someone else") and bodies[quoted].endswith("quoted")
+    assert bodies[result.comment_id].startswith(COMMENT_MARKER)

@@ -64,6 +64,17 @@ class _Client:
         return json.loads(raw) if raw else None
 
 
+def _own_login(client: _Client) -> str | None:
+    """The token's login; None for an installation token (GITHUB_TOKEN gets 403 on /user)."""
+    try:
+        me = client.request("GET", "/user")
+    except GitHubError as exc:
+        if "returned 403" in exc.message or "returned 404" in exc.message:
+            return None
+        raise
+    return str(me["login"]) if isinstance(me, dict) and "login" in me else None
+
+
 def upsert_comment(
     body: str,
     *,
@@ -81,19 +92,32 @@ def upsert_comment(
         raise UsageError(f"bad repository slug {repo!r}", "use owner/name (GITHUB_REPOSITORY)")
     if pr < 1:
         raise UsageError(f"bad PR number {pr}", "pass --pr N")
-    if marker not in body:
+    if not body.startswith(marker):
         body = f"{marker}\n{body}"
     client = _Client(api_url, token, timeout_s)
+    me = _own_login(client)
+
+    def is_ours(comment: dict[str, Any]) -> bool:
+        """Only comments this identity wrote that start with the marker (anyone can paste a marker)."""
+        if not str(comment.get("body") or "").startswith(marker):
+            return False
+        user = comment.get("user") or {}
+        return user.get("login") == me if me is not None else user.get("type") == "Bot"
+
     ours: list[dict[str, Any]] = []
     for page in range(1, MAX_PAGES + 1):
         batch = client.request("GET", f"/repos/{repo}/issues/{pr}/comments?per_page={PER_PAGE}&page={page}")
         if not isinstance(batch, list):
             raise GitHubError("unexpected GitHub API answer when listing comments", "check GITHUB_API_URL")
-        ours += [c for c in batch if marker in (c.get("body") or "")]
+        ours += [c for c in batch if isinstance(c, dict) and is_ours(c)]
         if len(batch) < PER_PAGE:
             break
     if not ours:
         created = client.request("POST", f"/repos/{repo}/issues/{pr}/comments", {"body": body})
+        if not isinstance(created, dict) or "id" not in created:
+            raise GitHubError(
+                "unexpected GitHub API answer when creating the comment", "check GITHUB_API_URL"
+            )
         return UpsertResult("created", int(created["id"]))
     ours.sort(key=lambda c: int(c["id"]))
     keep, duplicates = ours[0], ours[1:]
