@@ -209,10 +209,14 @@ def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***``, safe for error messages and logs."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+        query = "&".join(
+            f"{k}=***" if k.lower() in ("password", "username") else (f"{k}={v}" if sep else k)
+            for k, sep, v in (pair.partition("=") for pair in parts.query.split("&") if pair)
+        )
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
     except ValueError:
         return "<unparseable URL>"
 

@@ -163,7 +163,8 @@ class GitBackend:
         self._env = _git_env()
         self._last_refresh = -float("inf")
         self._check_branch()
-        self._open_clone()
+        with self._open_lock():  # several processes may open (or create) the same clone at once
+            self._open_clone()
 
     def __repr__(self) -> str:
         return f"GitBackend({_redact(self.remote)!r}, {str(self.root)!r}, branch={self.branch!r})"
@@ -274,6 +275,20 @@ class GitBackend:
             exclude.write_text("\n".join([*have, *missing]) + "\n", encoding="utf-8")
         # results are opaque bytes: no end-of-line conversion, filters or keyword expansion
         (info / "attributes").write_text("* -text -filter -ident\n", encoding="utf-8")
+
+    @contextlib.contextmanager
+    def _open_lock(self) -> Iterator[None]:
+        """A lock beside the workdir (the clone may not exist yet, so it cannot live inside it)."""
+        if fcntl is None:  # pragma: no cover - Windows
+            yield
+            return
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.root.parent / f".{self.root.name}.open.lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
