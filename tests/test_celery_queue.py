@@ -520,3 +520,16 @@ def test_job_survives_kill_9_of_its_worker(queue: tuple[Workers, RedisJobStore, 
         f"\nkill -9 → done on the other worker in {recovered_s:.1f} s "
         f"(visibility timeout {VISIBILITY_TIMEOUT_S} s)"
     )
+
+
+def test_a_worker_that_lost_its_job_cannot_record_an_outcome(store: RedisJobStore) -> None:
+    job = store.create(Job(new_job_id()), b"audio")
+    assert store.claim(job.id, worker="A") is not None
+    assert store.reclaim(job.id, worker="B") is not None  # B took over (A's lease went stale)
+    after_a = store.fail(job.id, "A's late failure", worker="A")
+    assert after_a is not None and after_a.status == "running" and after_a.error is None
+    assert store.complete(job.id, "A's late text", {}, worker="A") is False
+    assert store.complete(job.id, "B's text", {"stt": 1.0}, worker="B") is True
+    done = store.get(job.id)
+    assert done is not None and (done.status, done.text) == ("done", "B's text")
+    assert store.meta(job.id)["completions"] == "1"

@@ -265,7 +265,7 @@ def take_job(
 
 
 def run_claimed_job(
-    store: RedisJobStore, engines: Any, job: Job, *, max_duration_s: float = 600.0
+    store: RedisJobStore, engines: Any, job: Job, *, max_duration_s: float = 600.0, worker: str = ""
 ) -> Job | None:
     """Run an already-claimed job and record the outcome; mirrors :func:`worker.process_job` after
     its claim (bad audio fails at once, other errors requeue until ``MAX_ATTEMPTS``)."""
@@ -274,16 +274,16 @@ def run_claimed_job(
         if data is None:
             raise AudioError("the job's audio is gone", "submit the job again")
         transcript, trace, _ = transcribe_bytes(engines, data, level=job.level, max_duration_s=max_duration_s)
-        store.complete(job.id, transcript.text, stage_ms(trace))
+        store.complete(job.id, transcript.text, stage_ms(trace), worker=worker)
     except StoreRemoteError:
         raise  # the store itself is unreachable: recording a failure would fail too
     except (AudioError, UsageError) as exc:
-        store.fail(job.id, exc.message, permanent=True)
+        store.fail(job.id, exc.message, permanent=True, worker=worker)
     except VoxperfError as exc:
-        store.fail(job.id, exc.message)
+        store.fail(job.id, exc.message, worker=worker)
     except Exception as exc:  # an engine crash: retried, then failed with its reason
         log.exception("job %s failed", job.id)
-        store.fail(job.id, f"{type(exc).__name__}: {exc}")
+        store.fail(job.id, f"{type(exc).__name__}: {exc}", worker=worker)
     return store.get(job.id)
 
 
@@ -333,9 +333,11 @@ def _process_job_task(self: Task, job_id: str) -> str | None:
             try:
                 engines = worker_engines()
             except VoxperfError as exc:
-                final = store.fail(job_id, f"the worker cannot load its engines: {exc}")
+                final = store.fail(job_id, f"the worker cannot load its engines: {exc}", worker=me)
             else:
-                final = run_claimed_job(store, engines, job, max_duration_s=settings.max_duration_s)
+                final = run_claimed_job(
+                    store, engines, job, max_duration_s=settings.max_duration_s, worker=me
+                )
     except StoreRemoteError as exc:
         log.warning("job %s: the job store failed (%s); retrying", job_id, exc)
         raise self.retry(countdown=settings.lease_s, exc=exc) from exc

@@ -105,6 +105,9 @@ _COMPLETE = (
 local p, id = ARGV[1], ARGV[2]
 local k = p .. ':job:' .. id
 if redis.call('HGET', k, 'status') ~= 'running' then return 0 end
+if ARGV[5] ~= nil and ARGV[5] ~= '' and redis.call('HGET', k, 'worker') ~= ARGV[5] then
+  return 0  -- this worker lost the job to another one (reclaimed): its outcome is not recorded
+end
 local t = now()
 local started = tonumber(redis.call('HGET', k, 'started_at'))
 redis.call('HSET', k, 'text', ARGV[3], 'timings_ms', ARGV[4], 'completed_at', fmt(t),
@@ -127,6 +130,9 @@ local status = redis.call('HGET', k, 'status')
 if status ~= 'running' then
   if status == 'failed' then redis.call('DEL', p .. ':audio:' .. id) end
   return 0
+end
+if ARGV[5] ~= nil and ARGV[5] ~= '' and redis.call('HGET', k, 'worker') ~= ARGV[5] then
+  return 0  -- this worker lost the job to another one (reclaimed): its outcome is not recorded
 end
 redis.call('HSET', k, 'error', ARGV[3])
 if tonumber(redis.call('HGET', k, 'attempts')) >= tonumber(ARGV[4]) then
@@ -375,14 +381,14 @@ class RedisJobStore:
         data = cast(bytes | None, self._call(lambda: self._r.get(self._audio_key(job_id))))
         return data
 
-    def complete(self, job_id: str, text: str, timings_ms: dict[str, float]) -> bool:
+    def complete(self, job_id: str, text: str, timings_ms: dict[str, float], *, worker: str = "") -> bool:
         """running → done; False (nothing changed) when the job is not running (idempotence)."""
-        return bool(self._run("complete", job_id, text, json.dumps(timings_ms)))
+        return bool(self._run("complete", job_id, text, json.dumps(timings_ms), worker))
 
-    def fail(self, job_id: str, error: str, *, permanent: bool = False) -> Job | None:
+    def fail(self, job_id: str, error: str, *, permanent: bool = False, worker: str = "") -> Job | None:
         """running → queued again, or → failed after MAX_ATTEMPTS (at once when ``permanent``)."""
         limit = 0 if permanent else MAX_ATTEMPTS
-        self._run("fail", job_id, error[:_ERROR_MAX], limit)
+        self._run("fail", job_id, error[:_ERROR_MAX], limit, worker)
         return self.get(job_id)
 
     def cancel(self, job_id: str) -> Job | None:
