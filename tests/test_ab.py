@@ -72,3 +72,51 @@ def test_ab_cli(tone_dir: Path, tmp_path: Path) -> None:
     assert '"kind": "voxperf-ab"' in out.read_text()
     bad = run_cli("bench", "--vs", "gpu=fast")
     assert bad.returncode == 2 and "--vs" in bad.stderr
+
+
+def test_zero_valued_metrics_use_the_paired_difference(tone_dir: Path) -> None:
+    config = BenchConfig(
+        lanes=("provider",),
+        pipelines=("dictation",),
+        fixtures=tone_dir,
+        levels=("raw",),
+        stt="fake:text=hello world",
+        vad="none",
+        iterations=4,
+        warmup=0,
+    )
+    rows, _ = run_ab(config, {"stt": "fake:text=totally different words here"})
+    wer = next(r for r in rows if r.metric == "wer")  # A's WER is 0 on fixture a: no ratio exists
+    assert wer.kind == "difference" and wer.ratio_p50 > 0 and wer.verdict == "B worse"
+
+
+def test_a_bad_fixture_is_skipped_on_both_sides(tone_dir: Path, tmp_path: Path) -> None:
+    (tone_dir / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 10)
+    out = tmp_path / "ab.json"
+    proc = run_cli(
+        "bench",
+        "--pipeline",
+        "dictation",
+        "--fixtures",
+        str(tone_dir),
+        "--levels",
+        "raw",
+        "--stt",
+        "fake",
+        "--vad",
+        "none",
+        "--iterations",
+        "3",
+        "--warmup",
+        "0",
+        "--vs",
+        "stt=fake:latency=1ms",
+        "-o",
+        str(out),
+    )
+    assert proc.returncode == 4 and "broken" in proc.stderr and "Traceback" not in proc.stderr
+    import json
+
+    doc = json.loads(out.read_text())
+    assert [f["fixture"] for f in doc["failures"]] == ["broken"]
+    assert next(r for r in doc["rows"] if r["metric"] == "stt_ms")["pairs"] == 3 * 3  # a, b, c still paired

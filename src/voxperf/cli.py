@@ -212,10 +212,7 @@ def _run_ab_command(config: Any, vs: str, *, output: Path | None, json_out: bool
     """bench --vs: A and B interleaved in the provider lane; a table of paired ratios B/A."""
     from dataclasses import replace
 
-    from rich.table import Table
-
     from voxperf.bench.ab import parse_vs, run_ab
-    from voxperf.bench.table import format_value
 
     overrides = parse_vs(vs)
     config = replace(config, lanes=("provider",))
@@ -227,9 +224,25 @@ def _run_ab_command(config: Any, vs: str, *, output: Path | None, json_out: bool
         console.print(f"A/B result written to {output}")
     if json_out:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    if quiet:
-        return
-    b_desc = "; ".join(f"{k}={v}" for k, v in overrides.items())
+    if not quiet:
+        _print_ab_table(console, rows, overrides)
+    if meta["failures"]:
+        names = ", ".join(f["fixture"] for f in meta["failures"])
+        raise PartialFailure(
+            f"{len(meta['failures'])} fixture(s) failed and were skipped on both sides ({names}); "
+            "the other pairs were compared and written",
+            meta["failures"][0]["message"],
+        )
+
+
+def _print_ab_table(console: Console, rows: list[Any], overrides: dict[str, str]) -> None:
+    """The A/B table: medians of A and B and the paired ratio (or difference) with its CI."""
+    from rich.table import Table
+
+    from voxperf.bench.table import format_value
+    from voxperf.engines.registry import redact_spec
+
+    b_desc = "; ".join(f"{k}={redact_spec(v)}" for k, v in overrides.items())
     table = Table(title=f"A/B (provider lane, interleaved): B = A with {b_desc}")
     for col in ("group", "metric", "pairs", "A p50", "B p50", "B/A p50", "95% CI", "verdict"):
         table.add_column(col, no_wrap=True)
@@ -251,7 +264,7 @@ def _run_ab_command(config: Any, vs: str, *, output: Path | None, json_out: bool
             str(r.pairs),
             format_value(r.a_p50, r.unit),
             format_value(r.b_p50, r.unit),
-            f"{r.ratio_p50:.3f}",
+            f"{r.ratio_p50:.3f}" if r.kind == "ratio" else f"{r.ratio_p50:+.3g} (B−A)",
             f"[{r.ratio_ci[0]:.3f}, {r.ratio_ci[1]:.3f}]",
             r.verdict,
         )

@@ -27,7 +27,7 @@ from voxperf.bench.runner import (
     lane_pipelines,
 )
 from voxperf.engines.registry import redact_spec
-from voxperf.errors import UsageError
+from voxperf.errors import UsageError, VoxperfError
 
 __all__ = ["AB_KEYS", "ABRow", "parse_vs", "run_ab"]
 
@@ -75,16 +75,18 @@ class ABRow:
     pairs: int
     a_p50: float
     b_p50: float
-    ratio_p50: float
+    ratio_p50: float  # median paired B/A, or for kind "difference" the median paired B − A
     ratio_ci: tuple[float, float]
+    kind: str = "ratio"  # "difference" for metrics that can be 0 (WER), where a ratio is undefined
 
     @property
     def verdict(self) -> str:
         lo, hi = self.ratio_ci
-        if self.pairs < 3 or lo <= 1.0 <= hi:
+        neutral = 1.0 if self.kind == "ratio" else 0.0
+        if self.pairs < 3 or lo <= neutral <= hi:
             return "no significant difference"
-        faster = (hi < 1.0) == (METRIC_BETTER[self.metric] == "lower")
-        return "B better" if faster else "B worse"
+        lower_in_b = hi < neutral
+        return "B better" if lower_in_b == (METRIC_BETTER[self.metric] == "lower") else "B worse"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +99,7 @@ class ABRow:
             "bP50": self.b_p50,
             "ratioP50": self.ratio_p50,
             "ratioCi": list(self.ratio_ci),
+            "kind": self.kind,
             "verdict": self.verdict,
         }
 
@@ -117,6 +120,7 @@ def run_ab(
         dictation, speech = lane_pipelines(made, cfg)
         sides[name] = (dictation, speech, [r.model_dump() for r in records])
     samples: dict[tuple[str, str | None, str], dict[str, list[float]]] = {}
+    failed: dict[str, str] = {}  # fixture -> why it was skipped
     total = (
         (config.warmup + config.iterations)
         * 2
@@ -136,44 +140,60 @@ def run_ab(
         if "speech" in config.pipelines:
             jobs += [("speech", fx, None) for fx in fixtures if fx.text]
         for pipeline, fx, level in jobs:
+            if fx.name in failed:
+                continue
             measured: dict[str, dict[str, float | None]] = {}
-            for side in order:
-                dictation, speech, _ = sides[side]
-                if pipeline == "dictation":
-                    assert dictation is not None
-                    rec, _ = _dictation_run(
-                        dictation, payloads[fx.name], fx, level or "raw", it, warm, "provider"
-                    )
-                else:
-                    assert speech is not None
-                    rec, _ = _speech_run(speech, fx, it, warm, "provider")
-                measured[side] = rec.metrics
-                if progress:
-                    progress(f"A/B · {pipeline} · {fx.name} · {side}", 1)
+            try:
+                for side in order:
+                    dictation, speech, _ = sides[side]
+                    if pipeline == "dictation":
+                        assert dictation is not None
+                        rec, _ = _dictation_run(
+                            dictation, payloads[fx.name], fx, level or "raw", it, warm, "provider"
+                        )
+                    else:
+                        assert speech is not None
+                        rec, _ = _speech_run(speech, fx, it, warm, "provider")
+                    measured[side] = rec.metrics
+                    if progress:
+                        progress(f"A/B · {pipeline} · {fx.name} · {side}", 1)
+            except Exception as exc:  # one bad fixture: skipped on both sides, the others go on
+                failed[fx.name] = (
+                    exc.message if isinstance(exc, VoxperfError) else f"{type(exc).__name__}: {exc}"
+                )
+                continue
             if warm:
                 continue
             for metric in METRIC_UNITS:
                 a, b = measured["A"].get(metric), measured["B"].get(metric)
-                if a is None or b is None or a <= 0 or b <= 0:
+                if a is None or b is None:
                     continue
-                slot = samples.setdefault((pipeline, level, metric), {"a": [], "b": [], "ratio": []})
+                slot = samples.setdefault(
+                    (pipeline, level, metric), {"a": [], "b": [], "ratio": [], "diff": []}
+                )
                 slot["a"].append(a)
                 slot["b"].append(b)
-                slot["ratio"].append(b / a)
+                slot["diff"].append(b - a)
+                if a > 0 and b > 0:
+                    slot["ratio"].append(b / a)
     rows = []
     for (pipeline, level, metric), s in samples.items():
-        ci = stats.bootstrap_quantile_cis(s["ratio"], (0.5,), resamples=2000)[0.5]
+        # ratios when every pair has two positive values; else (WER of 0 ...) the paired difference
+        kind = "ratio" if len(s["ratio"]) == len(s["a"]) else "difference"
+        paired = s["ratio"] if kind == "ratio" else s["diff"]
+        ci = stats.bootstrap_quantile_cis(paired, (0.5,), resamples=2000)[0.5]
         rows.append(
             ABRow(
                 pipeline,
                 level,
                 metric,
                 METRIC_UNITS[metric],
-                len(s["ratio"]),
+                len(paired),
                 stats.quantile(s["a"], 0.5),
                 stats.quantile(s["b"], 0.5),
-                stats.quantile(s["ratio"], 0.5),
+                stats.quantile(paired, 0.5),
                 ci,
+                kind,
             )
         )
     meta = {
@@ -183,5 +203,6 @@ def run_ab(
         "iterations": config.iterations,
         "warmup": config.warmup,
         "fixtures": [f.to_dict() for f in fixtures],
+        "failures": [{"fixture": k, "message": v} for k, v in failed.items()],
     }
     return rows, meta
