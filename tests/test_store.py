@@ -439,3 +439,11 @@ def test_unwritable_store_is_a_store_error(tmp_path: Path) -> None:
     backend_.root = blocker  # the store's audit/ directory cannot be created under a file
     with pytest.raises(StoreError, match="cannot write to the store"):
         backend_.put_many([(f"audit/{SHA}.json", b"{}")])
+
+
+def test_unknown_lane_in_queries(store: ResultStore, repo: Path) -> None:
+    c = commit(repo, "x")
+    with pytest.raises(UsageError, match="unknown lane"):
+        store.ls(lane="bogus")
+    with pytest.raises(UsageError, match="unknown lane"):
+        store.baseline(c, repo, lane="bogus")

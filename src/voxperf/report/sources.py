@@ -41,8 +41,9 @@ def baseline_from_store(
     merged = merge_lanes(parts)
     if merged is None:
         return None, "missing", base[:12]
-    mode = "exact" if all(m == "exact" for m in modes) else "nearest_ancestor"
-    if "missing" in modes:
+    found = [m for m in modes if m != "missing"]  # the mode describes the lanes that were found
+    mode = "exact" if all(m == "exact" for m in found) else "nearest_ancestor"
+    if len(found) < len(modes):
         mode += " (some lanes missing)"
     return merged, mode, ",".join(sorted(commits))
 

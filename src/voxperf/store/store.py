@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from voxperf.bench.schema import BenchResult, parse_result
+from voxperf.bench.schema import LANES, BenchResult, parse_result
 from voxperf.errors import StoreConflictError, StoreError, UsageError, VoxperfError
 from voxperf.store.backend import Backend, PutStatus, bounded_gunzip
 from voxperf.store.keys import PROVIDER_LANE, StoreKey, parse_relpath
@@ -382,6 +382,8 @@ class ResultStore:
         """
         if limit < 1:
             raise UsageError(f"--limit must be at least 1, got {limit}", "use e.g. --limit 16")
+        if lane is not None and lane not in LANES:
+            raise UsageError(f"unknown lane {lane!r}", f"use one of {', '.join(LANES)}")
         self.refresh_index()
         params: list[Any] = [] if pr is None else [pr]
         where = "pr IS NULL" if pr is None else "pr = ?"
@@ -408,6 +410,8 @@ class ResultStore:
         """The main-line result at ``base``, else the nearest persisted ancestor within ``depth``."""
         if depth < 1:
             raise UsageError(f"--depth must be at least 1, got {depth}", "use e.g. --depth 400")
+        if lane not in LANES:
+            raise UsageError(f"unknown lane {lane!r}", f"use one of {', '.join(LANES)}")
         commit = resolve_commit(repo, base)
         ancestors = _git(repo, "rev-list", f"--max-count={depth}", commit).split()
         found = nearest_persisted(ancestors, self.persisted_commits(lane))
