@@ -312,3 +312,17 @@ def test_markdown_escapes_untrusted_text_from_result_files() -> None:
     assert fixture_rows
     for line in fixture_rows:  # 8 columns: 9 unescaped pipes, whatever the fixture name holds
         assert line.count("|") - line.count("\\|") == 9, line
+
+
+def test_mermaid_timeline_leaves_out_runs_without_the_metric() -> None:
+    from voxperf.report.render import TrendPoint
+
+    r = synthetic({"f": [50.0] * 5})
+    k = ("codepath", "dictation", "raw", "total_ms")
+    trend = [
+        TrendPoint("main", "a" * 40, "t", {k: 10.0}),
+        TrendPoint("main", "b" * 40, "t", {}),
+        TrendPoint("main", "c" * 40, "t", {k: 12.0}),
+    ]
+    md_text = render_markdown(compare_results(r, r, resamples=50), trend=trend, mermaid=True)
+    assert '  x-axis ["aaaaaaa", "ccccccc"]' in md_text and "  line [10.0, 12.0]" in md_text

@@ -233,15 +233,16 @@ def _timeline(trend: Sequence[TrendPoint], metrics: Sequence[str], mermaid: bool
     lines.append("")
     if mermaid:
         key = keys[0]
-        values = [p.p95.get(key, 0.0) for p in trend]
+        points = [p for p in trend if key in p.p95]  # runs without the metric are left out, not drawn as 0
+        title = "".join(ch for ch in cols[0] if ch.isalnum() or ch in " ·_-")
         lines += [
             "```mermaid",
             "xychart-beta",
-            f'  title "{cols[0]} p95 (ms)"',
+            f'  title "{title} p95 (ms)"',
             "  x-axis ["
-            + ", ".join('"' + "".join(ch for ch in p.commit[:7] if ch.isalnum()) + '"' for p in trend)
+            + ", ".join('"' + "".join(ch for ch in p.commit[:7] if ch.isalnum()) + '"' for p in points)
             + "]",
-            "  line [" + ", ".join(f"{v:.1f}" for v in values) + "]",
+            "  line [" + ", ".join(f"{p.p95[key]:.1f}" for p in points) + "]",
             "```",
             "",
         ]
