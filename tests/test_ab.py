@@ -45,9 +45,9 @@ def test_ab_detects_a_slower_b_with_paired_ratios(tone_dir: Path) -> None:
     assert meta["b"]["stt"] == "fake:latency=10ms" and meta["a"]["stt"] == "fake:latency=5ms"
 
 
-def test_ab_cli(tone_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "ab.json"
-    proc = run_cli(
+def _ab_cli(tone_dir: Path, out: Path, vs: str):  # type: ignore[no-untyped-def]
+    """bench --vs on the tone fixtures with fake engines, 3 iterations, no warm-up."""
+    return run_cli(
         "bench",
         "--pipeline",
         "dictation",
@@ -64,10 +64,15 @@ def test_ab_cli(tone_dir: Path, tmp_path: Path) -> None:
         "--warmup",
         "0",
         "--vs",
-        "stt=fake:latency=2ms",
+        vs,
         "-o",
         str(out),
     )
+
+
+def test_ab_cli(tone_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ab.json"
+    proc = _ab_cli(tone_dir, out, "stt=fake:latency=2ms")
     assert proc.returncode == 0, proc.stderr
     assert '"kind": "voxperf-ab"' in out.read_text()
     bad = run_cli("bench", "--vs", "gpu=fast")
@@ -93,27 +98,7 @@ def test_zero_valued_metrics_use_the_paired_difference(tone_dir: Path) -> None:
 def test_a_bad_fixture_is_skipped_on_both_sides(tone_dir: Path, tmp_path: Path) -> None:
     (tone_dir / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 10)
     out = tmp_path / "ab.json"
-    proc = run_cli(
-        "bench",
-        "--pipeline",
-        "dictation",
-        "--fixtures",
-        str(tone_dir),
-        "--levels",
-        "raw",
-        "--stt",
-        "fake",
-        "--vad",
-        "none",
-        "--iterations",
-        "3",
-        "--warmup",
-        "0",
-        "--vs",
-        "stt=fake:latency=1ms",
-        "-o",
-        str(out),
-    )
+    proc = _ab_cli(tone_dir, out, "stt=fake:latency=1ms")
     assert proc.returncode == 4 and "broken" in proc.stderr and "Traceback" not in proc.stderr
     import json
 
