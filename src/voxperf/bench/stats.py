@@ -311,29 +311,18 @@ def weighted_bootstrap_quantile_cis(
     parsed = [(arr, w) for arr, w in _parse_groups(groups) if w > 0]
     qf = tuple(_check_q(q) for q in qs)
     _check_bootstrap_args(confidence, resamples)
-    _, weights = pooled_weights(parsed, normalize=True)
-    n = weights.size
-    rng = np.random.default_rng(seed)
-    boot = np.empty((len(qf), resamples), dtype=np.float64)
-    rows = max(1, _CHUNK_ELEMENTS // n)
-    start = 0
-    while start < resamples:
-        m = min(rows, resamples - start)
-        matrix = np.concatenate(
-            [arr[rng.integers(0, arr.size, size=(m, arr.size))] for arr, _ in parsed], axis=1
-        )
-        boot[:, start : start + m] = _weighted_quantile_rows(matrix, weights, qf)
-        start += m
+    boot = _weighted_quantile_boot(parsed, qf, resamples, np.random.default_rng(seed))
     return {q: _percentile_interval(boot[j], confidence) for j, q in enumerate(qf)}
 
 
 def _weighted_quantile_boot(
-    parsed: list[tuple[_Floats, float]], q: float, resamples: int, rng: np.random.Generator
+    parsed: list[tuple[_Floats, float]], qs: Sequence[float], resamples: int, rng: np.random.Generator
 ) -> _Floats:
-    """Bootstrap distribution of a weighted quantile, resampling within each group."""
+    """Bootstrap distributions (shape (len(qs), resamples)) of weighted quantiles, resampling within
+    each group: the one stratified resampling loop behind CIs and deltas."""
     _, weights = pooled_weights(parsed, normalize=True)
     n = weights.size
-    boot = np.empty(resamples, dtype=np.float64)
+    boot = np.empty((len(qs), resamples), dtype=np.float64)
     rows = max(1, _CHUNK_ELEMENTS // n)
     start = 0
     while start < resamples:
@@ -341,7 +330,7 @@ def _weighted_quantile_boot(
         matrix = np.concatenate(
             [arr[rng.integers(0, arr.size, size=(m, arr.size))] for arr, _ in parsed], axis=1
         )
-        boot[start : start + m] = _weighted_quantile_rows(matrix, weights, (q,))[0]
+        boot[:, start : start + m] = _weighted_quantile_rows(matrix, weights, qs)
         start += m
     return boot
 
@@ -389,8 +378,8 @@ def quantile_delta(
     base_q = float(_weighted_quantile_rows(bv[None, :], bw, (qf,))[0, 0])
     head_q = float(_weighted_quantile_rows(hv[None, :], hw, (qf,))[0, 0])
     extra = seed or 0
-    base_boot = _weighted_quantile_boot(b, qf, resamples, np.random.default_rng([_data_seed(b), extra]))
-    head_boot = _weighted_quantile_boot(h, qf, resamples, np.random.default_rng([_data_seed(h), extra]))
+    base_boot = _weighted_quantile_boot(b, (qf,), resamples, np.random.default_rng([_data_seed(b), extra]))[0]
+    head_boot = _weighted_quantile_boot(h, (qf,), resamples, np.random.default_rng([_data_seed(h), extra]))[0]
     rel: float | None = None
     rel_ci: tuple[float, float] | None = None
     if base_q != 0 and np.all(base_boot != 0):
