@@ -32,7 +32,7 @@ def test_render_with_1000_run_trend(tmp_path: Path) -> None:
             "main",
             f"{i:040x}",
             point.created_at,
-            {k: v * (1 + 0.05 * rng.standard_normal()) for k, v in point.p95.items()},
+            {k: v * (1 + 0.05 * rng.standard_normal()) for k, v in point.p50.items()},
         )
         for i in range(1000)
     ]

@@ -177,7 +177,7 @@ def test_json_on_stdout(tone_dir: Path) -> None:
 def test_schema_command_matches_published(tmp_path: Path) -> None:
     out = tmp_path / "s.json"
     assert run_cli("schema", "-o", str(out)).returncode == 0
-    published = Path(__file__).resolve().parents[1] / "src" / "voxperf" / "schema" / "result-v1.schema.json"
+    published = Path(__file__).resolve().parents[1] / "src" / "voxperf" / "schema" / "result-v2.schema.json"
     assert json.loads(out.read_text()) == json.loads(published.read_text())
 
 

@@ -102,7 +102,7 @@ def test_large_trend_window_is_small_and_fast(tmp_path: Path) -> None:
     base = synthetic({"f1": [100.0] * 10, "f2": [50.0] * 10})
     point = trend_points([("main", _with_summaries(base))])[0]
     trend = [
-        point.__class__("main", f"{i:040x}", point.created_at, {k: v + i % 7 for k, v in point.p95.items()})
+        point.__class__("main", f"{i:040x}", point.created_at, {k: v + i % 7 for k, v in point.p50.items()})
         for i in range(1000)
     ]
     t0 = time.perf_counter()

@@ -134,11 +134,20 @@ def bench(
     paste: Annotated[
         str, typer.Option(help="Text sink: null | file:PATH | clipboard | 'cmd:xdotool type --'")
     ] = "null",
-    audio_sink: Annotated[str, typer.Option(help="Audio sink for speech: null | wav:PATH")] = "null",
+    audio_sink: Annotated[
+        str, typer.Option(help="Audio sink for speech: null | wav:PATH | realtime (a real-time player)")
+    ] = "null",
+    normalizer: Annotated[
+        str, typer.Option(help="WER text normaliser: whisper-english | basic | none")
+    ] = "whisper-english",
+    no_text: Annotated[
+        bool,
+        typer.Option("--no-text", help="Keep transcripts and hypotheses out of the result (private data)"),
+    ] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result JSON here")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the full result JSON on stdout")] = False,
     trace: Annotated[Path | None, typer.Option(help="Write a Chrome trace (open in Perfetto)")] = None,
-    events: Annotated[Path | None, typer.Option(help="Write seed-000 pipeline_timing NDJSON events")] = None,
+    events: Annotated[Path | None, typer.Option(help="Write pipeline_timing NDJSON events")] = None,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Fixture cache (default ~/.cache/voxperf/fixtures)")
     ] = None,
@@ -183,6 +192,8 @@ def bench(
         audio_sink=audio_sink,
         cache_dir=cache_dir,
         keep_traces=trace is not None,
+        normalizer=normalizer,
+        keep_text=not no_text,
     )
     config.validate()
     check_output_paths((output, "--output"), (trace, "--trace"), (events, "--events"))
@@ -288,7 +299,7 @@ def _run_bench_command(
     from voxperf.bench.runner import run_bench
     from voxperf.bench.schema import dump_result
     from voxperf.bench.table import render_result
-    from voxperf.trace.export import chrome_trace, pipeline_timing_event, write_ndjson
+    from voxperf.trace.export import chrome_trace, write_ndjson
 
     console = _stderr()
     progress = Progress(
@@ -322,7 +333,8 @@ def _run_bench_command(
         output.parent.mkdir(parents=True, exist_ok=True)
     text = dump_result(result, output)
     if output is not None:
-        console.print(f"result written to {output}")
+        what = "INCOMPLETE result (interrupted)" if outcome.incomplete else "result"
+        console.print(f"{what} written to {output}")
     if json_out:
         sys.stdout.write(text + "\n")
     if trace is not None:
@@ -330,21 +342,10 @@ def _run_bench_command(
         console.print(f"Chrome trace written to {trace} (open in https://ui.perfetto.dev)")
     if events is not None:
         with events.open("w", encoding="utf-8") as fh:
-            n = write_ndjson(
-                (
-                    pipeline_timing_event(
-                        r.trace,
-                        processing_level=r.level,
-                        original_bytes=r.original_bytes,
-                        encoded_bytes=r.encoded_bytes,
-                        app_version=__version__,
-                    )
-                    for lane, r in outcome.dictation_runs
-                    if lane == "provider"
-                ),
-                fh,
-            )
+            n = write_ndjson(outcome.timing_events, fh)
         console.print(f"{n} pipeline_timing events written to {events}")
+    if outcome.incomplete:
+        raise typer.Exit(130)  # interrupted: what finished is written above, nothing is stored
     if store is not None:
         if result.git.commit is None:
             raise UsageError(

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
 import socket
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-__all__ = ["TRACKED_PACKAGES", "ResourceSampler", "git_info", "machine_info"]
+__all__ = ["TRACKED_PACKAGES", "ResourceMeter", "cpu_frequency", "git_info", "load_average", "machine_info"]
 
 TRACKED_PACKAGES = (
     "voxperf",
@@ -48,6 +47,33 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def load_average() -> float | None:
+    """The 1-minute load average, or None where the OS does not report one."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def cpu_frequency() -> tuple[float | None, str | None]:
+    """(current MHz of CPU 0, cpufreq governor) where readable; VMs often expose neither."""
+    base = Path("/sys/devices/system/cpu/cpu0/cpufreq")
+    governor = freq = None
+    with contextlib.suppress(OSError):
+        governor = (base / "scaling_governor").read_text().strip() or None
+    try:
+        freq = int((base / "scaling_cur_freq").read_text().strip()) / 1000
+    except (OSError, ValueError):
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("cpu MHz"):
+                    freq = float(line.split(":", 1)[1])
+                    break
+        except (OSError, ValueError):
+            pass
+    return (round(freq, 1) if freq is not None else None), governor
+
+
 def machine_info() -> dict[str, Any]:
     """CPU, cores, RAM, OS, Python, timer resolution, load and package versions."""
     packages = {}
@@ -56,10 +82,7 @@ def machine_info() -> dict[str, Any]:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    try:
-        load1 = os.getloadavg()[0]
-    except OSError:
-        load1 = None
+    freq, governor = cpu_frequency()
     return {
         "hostname": socket.gethostname(),
         "os": platform.platform(terse=True),
@@ -72,7 +95,9 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "pythonImplementation": platform.python_implementation(),
         "timerResolutionNs": time.get_clock_info("perf_counter").resolution * 1e9,
-        "loadAverage1m": load1,
+        "loadAverage1m": load_average(),
+        "cpuFreqMhz": freq,
+        "cpuGovernor": governor,
         "packages": packages,
     }
 
@@ -101,51 +126,39 @@ def git_info(cwd: str | Path | None = None) -> dict[str, Any]:
     }
 
 
-@dataclass(slots=True)
-class _Usage:
-    user_s: float
-    system_s: float
-    wall_ns: int
+class ResourceMeter:
+    """Peak RSS and CPU time of the process running a lane, without a thread in the timed region.
 
-
-class ResourceSampler:
-    """Peak RSS (sampled every ``interval_s`` in a thread) and CPU time over a ``with`` block.
-
-    The sampled peak is per block; ``maxRssBytes`` is the kernel's high-water mark for the whole
-    process (getrusage), which also catches spikes between samples.
+    RSS is read by :meth:`sample`, which the runner calls *between* requests (never during one);
+    ``maxRssBytes`` is the kernel's high-water mark (getrusage), which also catches spikes inside a
+    request. CPU time is a difference of the process's own counters. A lane runs in its own worker
+    process, so all of it belongs to that lane.
     """
 
-    def __init__(self, interval_s: float = 0.02) -> None:
-        self.interval_s = interval_s
+    def __init__(self) -> None:
         self._proc = psutil.Process()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.peak_rss = 0
-        self._start: _Usage | None = None
+        self._cpu0 = (0.0, 0.0)
+        self._wall0 = 0
         self.result: dict[str, Any] = {}
 
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
+    def sample(self) -> None:
+        """Read RSS now (call between requests)."""
+        self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
 
-    def __enter__(self) -> ResourceSampler:
-        self.peak_rss = self._proc.memory_info().rss
+    def __enter__(self) -> ResourceMeter:
+        self.sample()
         t = self._proc.cpu_times()
-        self._start = _Usage(t.user, t.system, time.perf_counter_ns())
-        self._thread = threading.Thread(target=self._sample, name="voxperf-rss", daemon=True)
-        self._thread.start()
+        self._cpu0 = (t.user, t.system)
+        self._wall0 = time.perf_counter_ns()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
-        assert self._start is not None
+        self.sample()
         t = self._proc.cpu_times()
-        wall_s = (time.perf_counter_ns() - self._start.wall_ns) / 1e9
-        user = t.user - self._start.user_s
-        system = t.system - self._start.system_s
+        wall_s = (time.perf_counter_ns() - self._wall0) / 1e9
+        user = t.user - self._cpu0[0]
+        system = t.system - self._cpu0[1]
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.result = {
             "peakRssBytes": int(self.peak_rss),

@@ -14,6 +14,9 @@ excluded from statistics. Engine load and warm-up are timed separately from requ
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import queue as queue_module
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -21,12 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from voxperf import __version__
+from voxperf import __version__, errors
 from voxperf.audio.fixtures import Fixture, default_cache_dir, load_fixtures, make_fixture
 from voxperf.audio.texts import VARIANTS
 from voxperf.bench import stats
-from voxperf.bench.catalog import METRIC_UNITS
-from voxperf.bench.environment import ResourceSampler, git_info, machine_info
+from voxperf.bench.catalog import METRIC_UNITS, noise_thresholds
+from voxperf.bench.environment import ResourceMeter, git_info, load_average, machine_info
 from voxperf.bench.schema import (
     LANES,
     PIPELINES,
@@ -40,6 +43,8 @@ from voxperf.bench.schema import (
     Resources,
     RunRecord,
     SummaryRecord,
+    WerRecord,
+    WerUtterance,
 )
 from voxperf.engines.registry import EngineSpec, create_engine, parse_spec, redact_spec
 from voxperf.errors import EngineError, UsageError, VoxperfError
@@ -47,15 +52,19 @@ from voxperf.pipeline.dictation import ENCODE_FORMATS, DictationPipeline, Dictat
 from voxperf.pipeline.sinks import parse_audio_sink, parse_text_sink
 from voxperf.pipeline.speech import SpeechPipeline, SpeechResult
 from voxperf.trace.core import Trace
+from voxperf.trace.export import pipeline_timing_event
 from voxperf.trace.metrics import (
+    DEFAULT_NORMALIZER,
+    NORMALIZERS,
     NS_PER_MS,
+    WordErrors,
     overhead_ns,
     rtfx,
     stage_ns,
     stage_totals_ns,
     total_ns,
     total_stage_ns,
-    wer,
+    word_errors,
 )
 from voxperf.trace.stages import ENGINE_STAGES, Stage
 
@@ -73,12 +82,13 @@ LEVELS = ("raw", "clean", "polish")
 DEFAULT_SPECS = {"stt": "faster-whisper", "tts": "piper", "vad": "silero", "rewrite": "local"}
 FAKE_STAGES = {"stt": "stt", "tts": "tts", "synthesize": "tts", "vad": "vad", "rewrite": "rewrite"}
 
-# a provider-lane engine stage faster than this (per request) did not do real work (seed 003)
+# a provider-lane engine stage faster than this (per request) did not do real work (the
+# orchestrator's baseline report measured mocks and printed 0.00 ms)
 IMPLAUSIBLE_FLOOR_MS = {"stt_ms": 1.0, "synthesize_ms": 1.0, "vad_ms": 0.02, "ttfa_ms": 0.5}
 
 
 def parse_fake_latency(text: str | None) -> dict[str, float]:
-    """``stt=60ms,rewrite=100ms`` -> {"stt": 0.06, "rewrite": 0.1} (seconds)."""
+    """``stt=60ms,rewrite=100ms`` -> {"stt": 0.06, "rewrite": 0.1} (seconds); units ms or s only."""
     from voxperf.engines.fakes import parse_duration_s
 
     out: dict[str, float] = {}
@@ -92,7 +102,7 @@ def parse_fake_latency(text: str | None) -> dict[str, float]:
                 f"bad --fake-latency entry {part.strip()!r}",
                 f"write stage=duration with stage in {', '.join(sorted(FAKE_STAGES))}, e.g. stt=60ms",
             )
-        out[FAKE_STAGES[key]] = parse_duration_s(value.strip())
+        out[FAKE_STAGES[key]] = parse_duration_s(value.strip(), units=("ms", "s"))
     return out
 
 
@@ -118,6 +128,8 @@ class BenchConfig:
     cache_dir: Path | None = None
     resamples: int = 2000
     keep_traces: bool = False
+    normalizer: str = DEFAULT_NORMALIZER  # WER text normaliser (recorded in the result)
+    keep_text: bool = True  # False (--no-text): no transcripts or hypotheses in the result
 
     def validate(self) -> None:
         """Refuse impossible combinations before any model loads."""
@@ -132,6 +144,10 @@ class BenchConfig:
             )
         if self.warmup < 0:
             raise UsageError(f"--warmup cannot be negative, got {self.warmup}", "use 0 to skip warm-up")
+        if self.normalizer not in NORMALIZERS:
+            raise UsageError(
+                f"unknown --normalizer {self.normalizer!r}", f"use one of {', '.join(NORMALIZERS)}"
+            )
         if self.encode not in ENCODE_FORMATS:
             raise UsageError(f"unknown --encode {self.encode!r}", f"use one of {', '.join(ENCODE_FORMATS)}")
         for role in ("stt", "tts", "rewrite"):
@@ -173,16 +189,31 @@ Progress = Callable[..., None]  # (description, advance, total=None)
 
 @dataclass
 class BenchOutcome:
-    """The result plus what happened on the way (warnings, kept traces)."""
+    """The result plus what happened on the way (warnings, kept traces, timing events)."""
 
     result: BenchResult
     warnings: list[str]
     traces: list[tuple[Trace, dict[str, Any]]]
-    dictation_runs: list[tuple[str, DictationResult]]  # (lane, result) of measured runs, for NDJSON
+    timing_events: list[dict[str, Any]]  # pipeline_timing events of the provider lane's dictation runs
 
     @property
     def failures(self) -> list[FailureRecord]:
         return [f for lane in self.result.lanes.values() for f in lane.failures]
+
+    @property
+    def incomplete(self) -> bool:
+        """The run was interrupted: the result holds only the requests that finished."""
+        return self.result.incomplete
+
+
+@dataclass
+class _LaneOutput:
+    """What one lane sends back from its worker process."""
+
+    lane: LaneResult
+    traces: list[tuple[Trace, dict[str, Any]]]
+    timing_events: list[dict[str, Any]]
+    interrupted: bool
 
 
 class _Engines:
@@ -227,7 +258,7 @@ class _Engines:
         return engine, record
 
 
-def _fixture_record(fx: Fixture) -> FixtureRecord:
+def _fixture_record(fx: Fixture, *, keep_text: bool = True) -> FixtureRecord:
     return FixtureRecord(
         name=fx.name,
         path=str(fx.path),
@@ -237,7 +268,7 @@ def _fixture_record(fx: Fixture) -> FixtureRecord:
         bytes=fx.bytes,
         sha256=fx.sha256,
         hasTranscript=fx.text is not None,
-        text=fx.text,
+        text=fx.text if keep_text else None,
     )
 
 
@@ -253,38 +284,146 @@ def _prepare_fixtures(config: BenchConfig, engines: _Engines, warnings: list[str
 
 
 def run_bench(
-    config: BenchConfig, *, progress: Progress | None = None, cwd: Path | None = None
+    config: BenchConfig,
+    *,
+    progress: Progress | None = None,
+    cwd: Path | None = None,
+    isolate: bool = True,
 ) -> BenchOutcome:
-    """Run the whole bench and build the versioned result."""
+    """Run the whole bench and build the versioned result.
+
+    With ``isolate`` (the default) each lane runs in a fresh worker process, so peak RSS, CPU time
+    and engine thread pools belong to that lane alone and one lane cannot slow the other. Ctrl-C
+    stops after the request in flight; the result then holds the finished requests and is marked
+    ``incomplete`` (a second Ctrl-C abandons the run)."""
     config.validate()
     created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    load_start = load_average()
     warnings: list[str] = []
     engines = _Engines()
     fixtures = _prepare_fixtures(config, engines, warnings)
-    payloads: dict[str, bytes | Exception] = {}
-    for fx in fixtures:
-        try:
-            payloads[fx.name] = fx.path.read_bytes()
-        except OSError as exc:
-            payloads[fx.name] = exc
+    if isolate:
+        del engines  # the fixture synthesiser is not needed by the lanes' own processes
     if progress:
         per_lane = total_requests(config, len(fixtures), sum(1 for f in fixtures if f.text))
         progress("running", 0, per_lane * len(config.lanes))
     traces: list[tuple[Trace, dict[str, Any]]] = []
-    dictation_runs: list[tuple[str, DictationResult]] = []
+    timing_events: list[dict[str, Any]] = []
     lanes: dict[str, LaneResult] = {}
+    interrupted = False
     for lane in config.lanes:
-        lanes[lane] = _run_lane(lane, config, engines, fixtures, payloads, progress, traces, dictation_runs)
+        if isolate:
+            out = _run_lane_in_worker(lane, config, fixtures, progress)
+        else:
+            try:
+                out = _run_lane(lane, config, fixtures, progress, engines=engines)
+            except KeyboardInterrupt:  # between requests of an inline lane: nothing to keep
+                interrupted = True
+                break
+        lanes[lane] = out.lane
+        traces.extend(out.traces)
+        timing_events.extend(out.timing_events)
+        if out.interrupted:
+            interrupted = True
+            break
+    machine = machine_info()
+    machine["loadAverage1m"] = load_start
+    machine["loadAverageEnd1m"] = load_average()
+    _check_load(machine, lanes, warnings)
+    if interrupted:
+        warnings.append(
+            "interrupted: the result holds only the requests that finished and is marked incomplete"
+        )
     result = BenchResult(
         tool={"version": __version__},  # type: ignore[arg-type]
         createdAt=created,
         config=config.to_dict(),
         git=git_info(cwd),  # type: ignore[arg-type]
-        machine=machine_info(),  # type: ignore[arg-type]
-        fixtures=[_fixture_record(f) for f in fixtures],
+        machine=machine,  # type: ignore[arg-type]
+        fixtures=[_fixture_record(f, keep_text=config.keep_text) for f in fixtures],
         lanes=lanes,
+        incomplete=interrupted,
     )
-    return BenchOutcome(result=result, warnings=warnings, traces=traces, dictation_runs=dictation_runs)
+    return BenchOutcome(result=result, warnings=warnings, traces=traces, timing_events=timing_events)
+
+
+def _check_load(machine: dict[str, Any], lanes: dict[str, LaneResult], warnings: list[str]) -> None:
+    """Warn (and flag every lane) when the machine had more runnable work than cores."""
+    cores = machine.get("coresLogical") or 0
+    loads = [v for v in (machine.get("loadAverage1m"), machine.get("loadAverageEnd1m")) if v is not None]
+    if not cores or not loads or max(loads) <= cores:
+        return
+    message = (
+        f"load average reached {max(loads):.2f} on {cores} core(s): other work competed for the CPU, "
+        "so absolute times are inflated; compare ratios measured side by side, or rerun on a quiet machine"
+    )
+    warnings.append(message)
+    for lane in lanes.values():
+        lane.flags.append(Flag(kind="load", message=message))
+
+
+def _lane_worker(
+    lane: str, config: BenchConfig, fixtures: list[Fixture], channel: Any, stop: Any
+) -> None:  # pragma: no cover - runs in the worker process (covered through run_bench)
+    """Body of a lane's worker process: run the lane, send progress and the result back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent asks us to stop between requests
+
+    def report(description: str, advance: int, total: int | None = None) -> None:
+        channel.put(("progress", description, advance))
+
+    try:
+        out = _run_lane(lane, config, fixtures, report, stop=stop.is_set)
+    except errors.VoxperfError as exc:
+        channel.put(("error", type(exc).__name__, exc.message, exc.hint))
+    except BaseException as exc:
+        channel.put(("error", "EngineError", f"the {lane} lane failed: {type(exc).__name__}: {exc}", None))
+    else:
+        channel.put(("done", out))
+
+
+def _run_lane_in_worker(
+    lane: str, config: BenchConfig, fixtures: list[Fixture], progress: Progress | None
+) -> _LaneOutput:
+    """Run one lane in a fresh ``spawn`` process and wait for its result (Ctrl-C: stop politely)."""
+    ctx = multiprocessing.get_context("spawn")
+    channel = ctx.Queue()
+    stop = ctx.Event()
+    proc = ctx.Process(
+        target=_lane_worker, args=(lane, config, fixtures, channel, stop), name=f"voxperf-{lane}-lane"
+    )
+    proc.start()
+    try:
+        while True:
+            try:
+                message = channel.get(timeout=0.5)
+            except queue_module.Empty:
+                if not proc.is_alive():
+                    raise EngineError(
+                        f"the {lane} lane's worker process exited with code {proc.exitcode} without a result",
+                        "an engine crashed the process; run with --lane to isolate it",
+                    ) from None
+                continue
+            except KeyboardInterrupt:
+                if stop.is_set():  # second Ctrl-C: give up on the lane
+                    raise
+                stop.set()
+                continue
+            kind = message[0]
+            if kind == "progress":
+                if progress:
+                    progress(message[1], message[2])
+            elif kind == "done":
+                out: _LaneOutput = message[1]
+                out.interrupted = out.interrupted or stop.is_set()
+                return out
+            else:
+                cls = getattr(errors, message[1], EngineError)
+                raise cls(message[2], message[3])
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()
 
 
 def total_requests(config: BenchConfig, fixtures: int, speech_fixtures: int) -> int:
@@ -341,72 +480,193 @@ def lane_pipelines(
     return dictation, speech
 
 
+def _read_payloads(fixtures: list[Fixture]) -> dict[str, bytes | Exception]:
+    payloads: dict[str, bytes | Exception] = {}
+    for fx in fixtures:
+        try:
+            payloads[fx.name] = fx.path.read_bytes()
+        except OSError as exc:
+            payloads[fx.name] = exc
+    return payloads
+
+
 def _run_lane(
     lane: str,
     config: BenchConfig,
-    engines: _Engines,
     fixtures: list[Fixture],
-    payloads: dict[str, bytes | Exception],
     progress: Progress | None,
-    traces: list[tuple[Trace, dict[str, Any]]],
-    dictation_runs: list[tuple[str, DictationResult]],
-) -> LaneResult:
+    *,
+    engines: _Engines | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> _LaneOutput:
+    """Run one lane's iterations; ``stop()`` is asked between requests (never inside one)."""
     failures: list[FailureRecord] = []
     records: list[RunRecord] = []
-    with ResourceSampler() as sampler:
-        made, engine_records = _lane_engines(lane, config, engines)
+    traces: list[tuple[Trace, dict[str, Any]]] = []
+    timing_events: list[dict[str, Any]] = []
+    hypotheses: dict[tuple[str, str], list[str]] = {}  # (level, fixture) -> delivered texts
+    payloads = _read_payloads(fixtures)
+    interrupted = False
+    with ResourceMeter() as meter:
+        made, engine_records = _lane_engines(lane, config, engines or _Engines())
         dictation, speech = lane_pipelines(made, config)
         speech_fixtures = [f for f in fixtures if f.text]
         failed: set[tuple[str, str]] = set()
         label = f"{lane} lane"
-        for it in range(config.warmup + config.iterations):
-            warm = it < config.warmup
-            phase = "warm-up" if warm else f"iteration {it - config.warmup + 1}/{config.iterations}"
-            if dictation is not None:
-                for fx in fixtures:
-                    for level in config.levels:
-                        if progress:
-                            progress(f"{label} · dictation · {fx.name} · {level} · {phase}", 1)
-                        if ("dictation", fx.name) in failed:
-                            continue
-                        payload = payloads[fx.name]
-                        with _capture_failure(failures, failed, "dictation", fx.name, level):
-                            if isinstance(payload, Exception):
-                                raise UsageError(
-                                    f"cannot read fixture {fx.path}: {payload}", "check the file"
-                                )
-                            rec, res = _dictation_run(dictation, payload, fx, level, it, warm, lane)
-                            records.append(rec)
-                            if config.keep_traces:
-                                traces.append(
-                                    (res.trace, _labels(lane, "dictation", fx.name, level, it, warm))
-                                )
-                            if not warm:
-                                dictation_runs.append((lane, res))
-            if speech is not None:
-                for fx in speech_fixtures:
-                    if progress:
-                        progress(f"{label} · speech · {fx.name} · {phase}", 1)
-                    if ("speech", fx.name) in failed:
-                        continue
-                    with _capture_failure(failures, failed, "speech", fx.name, None):
-                        rec, sres = _speech_run(speech, fx, it, warm, lane)
-                        records.append(rec)
-                        if config.keep_traces:
-                            traces.append((sres.trace, _labels(lane, "speech", fx.name, None, it, warm)))
+        for it, warm, phase, job in _schedule(config, fixtures, speech_fixtures, dictation, speech):
+            if stop is not None and stop():
+                interrupted = True
+                break
+            pipeline, fx, level = job
+            if progress:
+                where = f"{pipeline} · {fx.name}" + (f" · {level}" if level else "")
+                progress(f"{label} · {where} · {phase}", 1)
+            if (pipeline, fx.name) in failed:
+                continue
+            with _capture_failure(failures, failed, pipeline, fx.name, level), _interruptible() as cut:
+                if pipeline == "dictation":
+                    assert dictation is not None and level is not None
+                    payload = payloads[fx.name]
+                    if isinstance(payload, Exception):
+                        raise UsageError(f"cannot read fixture {fx.path}: {payload}", "check the file")
+                    rec, res = _dictation_run(dictation, payload, fx, level, it, warm, lane)
+                    if not warm and lane == "provider":
+                        hypotheses.setdefault((level, fx.name), []).append(res.text)
+                        timing_events.append(
+                            pipeline_timing_event(
+                                res.trace,
+                                processing_level=res.level,
+                                original_bytes=res.original_bytes,
+                                encoded_bytes=res.encoded_bytes,
+                                app_version=__version__,
+                            )
+                        )
+                    trace = res.trace
+                else:
+                    assert speech is not None
+                    rec, sres = _speech_run(speech, fx, it, warm, lane)
+                    trace = sres.trace
+                records.append(rec)
+                if config.keep_traces:
+                    traces.append((trace, _labels(lane, pipeline, fx.name, level, it, warm)))
+            if cut:  # Ctrl-C inside a request (inline lanes): that request is not recorded
+                interrupted = True
+                break
+            meter.sample()  # between requests: no sampling thread runs inside the timed region
     summaries = _summaries(records, fixtures, config.resamples)
     flags = _flags(lane, engine_records, summaries, records, config)
-    return LaneResult(
+    wer = _wer_records(hypotheses, fixtures, config) if lane == "provider" else []
+    for w in wer:
+        flags.extend(Flag(kind="wer", pipeline=w.pipeline, level=w.level, message=n) for n in w.notes)
+    if interrupted:
+        flags.append(Flag(kind="incomplete", message="interrupted: only the requests that finished are here"))
+    result = LaneResult(
         lane=lane,  # type: ignore[arg-type]
         label=_lane_label(lane, config),
         fakeLatencyMs={k: v * 1000 for k, v in config.fake_latency.items()} if lane == "codepath" else {},
         engines=engine_records,
         runs=records,
         summaries=summaries,
-        resources=Resources(**sampler.result),
+        resources=Resources(**meter.result),
         flags=flags,
         failures=failures,
+        wer=wer,
+        process="worker" if engines is None else "inline",
     )
+    return _LaneOutput(result, traces, timing_events, interrupted)
+
+
+Job = tuple[str, Fixture, str | None]  # pipeline, fixture, level
+
+
+def _schedule(
+    config: BenchConfig,
+    fixtures: list[Fixture],
+    speech_fixtures: list[Fixture],
+    dictation: DictationPipeline | None,
+    speech: SpeechPipeline | None,
+) -> Iterator[tuple[int, bool, str, Job]]:
+    """Every request of a lane in order: per iteration, each fixture × level, then speech."""
+    for it in range(config.warmup + config.iterations):
+        warm = it < config.warmup
+        phase = "warm-up" if warm else f"iteration {it - config.warmup + 1}/{config.iterations}"
+        if dictation is not None:
+            for fx in fixtures:
+                for level in config.levels:
+                    yield it, warm, phase, ("dictation", fx, level)
+        if speech is not None:
+            for fx in speech_fixtures:
+                yield it, warm, phase, ("speech", fx, None)
+
+
+def _wer_records(
+    hypotheses: dict[tuple[str, str], list[str]], fixtures: list[Fixture], config: BenchConfig
+) -> list[WerRecord]:
+    """Corpus WER per level: Σ edits ÷ Σ reference words, CI by bootstrap over utterances.
+
+    WER is deterministic per configuration: the first measured hypothesis of each utterance is
+    scored; when iterations produced different texts the record says so instead of averaging."""
+    texts = {f.name: f.text for f in fixtures}
+    out: list[WerRecord] = []
+    for level in config.levels:
+        utterances: list[WerUtterance] = []
+        counts: list[WordErrors] = []
+        notes: list[str] = []
+        for fx in fixtures:
+            said = hypotheses.get((level, fx.name))
+            reference = texts.get(fx.name)
+            if not said or not reference:
+                continue
+            try:
+                e = word_errors(reference, said[0], config.normalizer)
+            except ValueError:
+                notes.append(f"{fx.name}: reference transcript is empty after normalisation; not scored")
+                continue
+            distinct = len(set(said))
+            if distinct > 1:
+                rates = sorted({word_errors(reference, h, config.normalizer).wer for h in said})
+                notes.append(
+                    f"{fx.name}: {distinct} different hypotheses over {len(said)} iterations (WER "
+                    f"{rates[0]:.1%}–{rates[-1]:.1%}); the first measured one is scored"
+                )
+            counts.append(e)
+            utterances.append(
+                WerUtterance(
+                    fixture=fx.name,
+                    wer=e.wer,
+                    substitutions=e.substitutions,
+                    deletions=e.deletions,
+                    insertions=e.insertions,
+                    hits=e.hits,
+                    referenceWords=e.reference_words,
+                    hypothesis=said[0] if config.keep_text else None,
+                    iterations=len(said),
+                    distinctHypotheses=distinct,
+                )
+            )
+        if not counts:
+            continue
+        total = sum(counts, WordErrors(0, 0, 0, 0))
+        ci = stats.ratio_of_sums_ci(
+            [c.edits for c in counts], [c.reference_words for c in counts], resamples=config.resamples
+        )
+        out.append(
+            WerRecord(
+                pipeline="dictation",
+                level=level,
+                normalizer=config.normalizer,
+                corpusWer=total.wer,
+                ci95=ci,
+                substitutions=total.substitutions,
+                deletions=total.deletions,
+                insertions=total.insertions,
+                hits=total.hits,
+                referenceWords=total.reference_words,
+                utterances=utterances,
+                notes=notes,
+            )
+        )
+    return out
 
 
 def _lane_label(lane: str, config: BenchConfig) -> str:
@@ -427,6 +687,16 @@ def _labels(lane: str, pipeline: str, fixture: str, level: str | None, it: int, 
         "iteration": it,
         "warmup": warm,
     }
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[list[bool]]:
+    """Swallow a KeyboardInterrupt inside one request; the yielded list becomes truthy if it came."""
+    cut: list[bool] = []
+    try:
+        yield cut
+    except KeyboardInterrupt:
+        cut.append(True)
 
 
 @contextlib.contextmanager
@@ -472,7 +742,7 @@ def _record(
     warm: bool,
     extra: dict[str, float | None],
 ) -> RunRecord:
-    """The raw record of one request: per-stage ns, seed-000 totals, CPU, plus pipeline metrics."""
+    """The raw record of one request: per-stage ns, totals (total, total_stage), CPU, pipeline metrics."""
     stages = stage_totals_ns(trace)
     metrics: dict[str, float | None] = {f"{k}_ms": v / NS_PER_MS for k, v in stages.items()}
     metrics.update(
@@ -506,14 +776,16 @@ def _dictation_run(
 ) -> tuple[RunRecord, DictationResult]:
     res, cpu = _timed(lambda: pipeline.run(payload, level, name=fx.name))
     # RTFx and WER describe an engine: in the codepath lane the "engine" is a fake, so they are omitted
+    # (WER is scored per configuration at the end of the lane, see _wer_records)
     real = lane == "provider"
     stt = stage_ns(res.trace, Stage.STT)
     extra: dict[str, float | None] = {
-        "audio_s": res.audio_s,
+        "audio_s": res.input_audio_s,
+        "trimmed_audio_s": res.audio_s,
         "original_bytes": res.original_bytes,
         "encoded_bytes": res.encoded_bytes,
-        "stt_rtfx": rtfx(res.audio_s, stt / 1e9) if (real and stt > 0) else None,
-        "wer": wer(fx.text, res.text) if (real and fx.text) else None,
+        "stt_rtfx": rtfx(res.input_audio_s, stt / 1e9) if (real and stt > 0) else None,
+        "stt_rtfx_trimmed": rtfx(res.audio_s, stt / 1e9) if (real and stt > 0) else None,
     }
     record = _record(res.trace, cpu, pipeline="dictation", fx=fx, level=level, it=it, warm=warm, extra=extra)
     return record, res
@@ -535,6 +807,9 @@ def _speech_run(
         "leading_silence_ms": res.leading_silence_s * 1000 if res.leading_silence_s is not None else None,
         "rtfx": res.rtfx if real else None,
         "streaming_efficiency": res.streaming_efficiency if real else None,
+        "stall_count": float(res.playout.stall_count) if (real and res.playout) else None,
+        "stall_ms": res.playout.stall_ns / NS_PER_MS if (real and res.playout) else None,
+        "prebuffer_ms": res.playout.prebuffer_needed_ns / NS_PER_MS if (real and res.playout) else None,
         "audio_s": res.audio_s,
         "chunks": res.chunks,
     }
@@ -546,8 +821,8 @@ def _summary_record(s: stats.Summary) -> SummaryRecord:
 
 
 def _summaries(records: list[RunRecord], fixtures: list[Fixture], resamples: int) -> list[GroupSummary]:
-    """Per-fixture summaries and the byte-weighted aggregate, from pooled raw samples."""
-    weights = {f.name: float(max(f.bytes, 1)) for f in fixtures}
+    """Per-fixture summaries and the aggregate over fixtures weighted by audio duration."""
+    weights = {f.name: float(f.duration_s) for f in fixtures}
     measured = [r for r in records if not r.warmup]
     groups: dict[tuple[str, str | None], dict[str, list[RunRecord]]] = {}
     for r in measured:
@@ -563,17 +838,28 @@ def _summaries(records: list[RunRecord], fixtures: list[Fixture], resamples: int
         per_fixture: dict[str, dict[str, SummaryRecord]] = {name: {} for name in by_fixture}
         for metric in metric_names:
             unit = METRIC_UNITS[metric]
+            rel_thr, abs_thr = noise_thresholds(metric)
             weighted_groups = []
             for name, runs in by_fixture.items():
                 values = [float(v) for r in runs if (v := r.metrics.get(metric)) is not None]
                 if not values:
                     continue
                 per_fixture[name][metric] = _summary_record(
-                    stats.summarize(values, unit, resamples=resamples)
+                    stats.summarize(
+                        values, unit, rel_threshold=rel_thr, abs_threshold=abs_thr, resamples=resamples
+                    )
                 )
                 weighted_groups.append((values, weights[name]))
             if weighted_groups:
-                agg = _summary_record(stats.summarize_weighted(weighted_groups, unit, resamples=resamples))
+                agg = _summary_record(
+                    stats.summarize_weighted(
+                        weighted_groups,
+                        unit,
+                        rel_threshold=rel_thr,
+                        abs_threshold=abs_thr,
+                        resamples=resamples,
+                    )
+                )
                 # pooled spread across fixtures of different lengths is not noise: the aggregate is
                 # noisy when one of its fixtures is, for that fixture's reasons
                 noisy = [n for n, m in per_fixture.items() if metric in m and m[metric].noisy]
@@ -593,7 +879,7 @@ def _flags(
     records: list[RunRecord],
     config: BenchConfig,
 ) -> list[Flag]:
-    """Seed-003 guard and honesty labels: codepath, fake engines, implausible and noisy numbers."""
+    """Honesty labels: codepath, fake engines, implausible (mocked?) and noisy numbers."""
     flags: list[Flag] = []
     if lane == "codepath":
         flags.append(Flag(kind="codepath", message=_lane_label(lane, config)))
@@ -627,7 +913,7 @@ def _flags(
                             fixture=g.fixture,
                             metric=metric,
                             message=f"{metric} p50 {s.p50:.4f} ms is below {floor:g} ms: "
-                            "no real engine is that fast; was a mock or cache measured? (seed 003)",
+                            "no real engine is that fast; was a mock or cache measured?",
                         )
                     )
             if s.noisy and g.fixture is None:

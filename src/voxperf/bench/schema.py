@@ -1,7 +1,7 @@
 """The result file schema of ``voxperf bench``: versioned, published as JSON Schema, loaded strictly.
 
-Envelope keys are camelCase like seed 000's files; metric keys are snake_case with their unit in
-the name (``stt_ms``, ``ttfa_ms``, ``rtfx``). Raw samples are kept (one :class:`RunRecord` per
+Envelope keys are camelCase like the dictation audit's result files; metric keys are snake_case with
+their unit in the name (``stt_ms``, ``ttfa_ms``, ``rtfx``). Raw samples are kept (one :class:`RunRecord` per
 request, per-stage nanoseconds), so every summary can be recomputed and compared later.
 
 The schema's history is :data:`SCHEMA_HISTORY`: bump :data:`SCHEMA_VERSION` and add an entry for
@@ -22,6 +22,7 @@ from voxperf.errors import SchemaVersionError, UsageError
 
 __all__ = [
     "LANES",
+    "OLD_DEFINITIONS",
     "PIPELINES",
     "SCHEMA_HISTORY",
     "SCHEMA_VERSION",
@@ -35,17 +36,40 @@ __all__ = [
     "Resources",
     "RunRecord",
     "SummaryRecord",
+    "WerRecord",
+    "WerUtterance",
+    "definitions_label",
     "dump_result",
     "json_schema",
     "load_result",
     "parse_result",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_HISTORY: dict[int, str] = {
     1: "2026-11: first version. Lanes (provider, codepath) with raw per-request stage ns, "
     "per-fixture and byte-weighted aggregate summaries with bootstrap CIs, engines with versions "
-    "and models, fixtures with sha256, machine and git metadata, seed-003 plausibility flags.",
+    "and models, fixtures with sha256, machine and git metadata, plausibility flags for mocked "
+    "engines.",
+    2: "2026-12: every number true. WER is corpus WER (Σ edits ÷ Σ reference words) per lane, "
+    "pipeline and level with a bootstrap CI over utterances, S/D/I counts, per-utterance WER and "
+    "hypothesis (lane 'wer' records; 'wer' is no longer a per-request distribution) under a named "
+    "normaliser (Whisper's English normaliser by default). streaming_efficiency is measured under "
+    "a simulated real-time player (100 % = no stall) with stall_count, stall_ms and prebuffer_ms "
+    "beside it. Aggregates weight fixtures by audio duration, independent of sample counts. p95 "
+    "and p99 are null below 40 and 200 effective samples. stt_rtfx divides the input duration "
+    "(stt_rtfx_trimmed the VAD-trimmed one). 'noisy' compares the p50 CI with the gate's "
+    "threshold. Each lane runs in its own worker process with resources sampled between requests; "
+    "machine load, CPU frequency and governor are recorded; an interrupted run is marked "
+    "incomplete.",
+}
+
+# What changed in the definitions of the numbers since each older version: a result of that
+# version is shown with this label, never silently mixed with current numbers.
+OLD_DEFINITIONS: dict[int, str] = {
+    1: "measured under schema v1 definitions: WER is a byte-weighted median of per-request WERs (not "
+    "corpus WER), streaming_efficiency is a speed ratio (not real-time playout), aggregates are "
+    "byte-weighted, p95/p99 may come from too few samples",
 }
 
 LANES = ("provider", "codepath")
@@ -69,8 +93,8 @@ class SummaryRecord(_Model):
     min: float
     max: float
     p50: float
-    p95: float
-    p99: float
+    p95: float | None  # None: too few (effective) samples to carry a p95 (schema v2: n < 40)
+    p99: float | None  # None: n < 200
     ci95: dict[str, tuple[float, float]]
     noisy: bool
     notes: list[str] = Field(default_factory=list)
@@ -82,7 +106,7 @@ class GroupSummary(_Model):
 
     pipeline: Pipeline
     level: str | None = None
-    fixture: str | None = None  # None: all fixtures, quantiles weighted by audio bytes
+    fixture: str | None = None  # None: all fixtures, weighted by audio duration (v1: by bytes)
     metrics: dict[str, SummaryRecord]
 
 
@@ -101,6 +125,38 @@ class RunRecord(_Model):
     cpuNs: int
     metrics: dict[str, float | None] = Field(default_factory=dict)
     events: dict[str, int] = Field(default_factory=dict)  # event name -> ns after request start
+
+
+class WerUtterance(_Model):
+    """One utterance (fixture) of a WER record: its alignment counts and what the engine heard."""
+
+    fixture: str
+    wer: float
+    substitutions: int
+    deletions: int
+    insertions: int
+    hits: int
+    referenceWords: int
+    hypothesis: str | None = None  # normalised as scored; None when run with --no-text
+    iterations: int  # measured requests of this utterance
+    distinctHypotheses: int = 1  # > 1: iterations disagree; the first measured one is scored
+
+
+class WerRecord(_Model):
+    """Corpus WER of one configuration (lane × pipeline × level): Σ edits ÷ Σ reference words."""
+
+    pipeline: Pipeline = "dictation"
+    level: str | None = None
+    normalizer: str
+    corpusWer: float
+    ci95: tuple[float, float]  # bootstrap over utterances
+    substitutions: int
+    deletions: int
+    insertions: int
+    hits: int
+    referenceWords: int
+    utterances: list[WerUtterance]
+    notes: list[str] = Field(default_factory=list)
 
 
 class EngineRecord(_Model):
@@ -131,10 +187,13 @@ class FixtureRecord(_Model):
 
 
 class Resources(_Model):
-    """Process resources over a lane: peak RSS (sampled and kernel high-water mark) and CPU time."""
+    """Resources of a lane: peak RSS (sampled and kernel high-water mark) and CPU time.
+
+    Since v2 each lane runs in its own worker process, so these belong to that lane alone; RSS is
+    sampled between requests, never by a thread inside the timed region."""
 
     peakRssBytes: int
-    maxRssBytes: int  # getrusage high-water mark of the whole process so far
+    maxRssBytes: int  # getrusage high-water mark of the process that ran the lane
     cpuUserS: float
     cpuSystemS: float
     wallS: float
@@ -142,9 +201,9 @@ class Resources(_Model):
 
 
 class Flag(_Model):
-    """A caveat attached to a number: implausible (seed 003), fake, noisy, failed."""
+    """A caveat attached to a number: implausible (mocked?), fake, noisy, no audio, load, incomplete."""
 
-    kind: Literal["implausible", "fake", "noisy", "no-audio", "codepath"]
+    kind: Literal["implausible", "fake", "noisy", "no-audio", "codepath", "load", "incomplete", "wer"]
     pipeline: str | None = None
     level: str | None = None
     fixture: str | None = None
@@ -171,6 +230,8 @@ class LaneResult(_Model):
     resources: Resources
     flags: list[Flag] = Field(default_factory=list)
     failures: list[FailureRecord] = Field(default_factory=list)
+    wer: list[WerRecord] = Field(default_factory=list)  # v2: corpus WER per pipeline and level
+    process: Literal["worker", "inline"] = "inline"  # v2: "worker" = the lane had its own process
 
 
 class GitInfo(_Model):
@@ -191,7 +252,10 @@ class MachineInfo(_Model):
     python: str
     pythonImplementation: str
     timerResolutionNs: float
-    loadAverage1m: float | None = None
+    loadAverage1m: float | None = None  # at the start of the run
+    loadAverageEnd1m: float | None = None  # at the end of the run (v2)
+    cpuFreqMhz: float | None = None  # current frequency of CPU 0 where readable (v2)
+    cpuGovernor: str | None = None  # cpufreq scaling governor where readable (v2)
     packages: dict[str, str]
 
 
@@ -203,7 +267,7 @@ class ToolInfo(_Model):
 class BenchResult(_Model):
     """The whole result file of one ``voxperf bench`` run."""
 
-    schemaVersion: Literal[1] = 1  # == SCHEMA_VERSION
+    schemaVersion: Literal[1, 2] = 2  # == SCHEMA_VERSION for new results; 1 still loads
     tool: ToolInfo
     createdAt: str
     config: dict[str, Any]
@@ -211,10 +275,16 @@ class BenchResult(_Model):
     machine: MachineInfo
     fixtures: list[FixtureRecord]
     lanes: dict[str, LaneResult]
+    incomplete: bool = False  # v2: interrupted (Ctrl-C); holds the requests that finished
+
+
+def definitions_label(result: BenchResult) -> str | None:
+    """How an older result's numbers were defined, or None for a current one."""
+    return OLD_DEFINITIONS.get(result.schemaVersion)
 
 
 def json_schema() -> dict[str, Any]:
-    """The published JSON Schema of the current version (``schema/result-v1.schema.json``)."""
+    """The published JSON Schema of the current version (``schema/result-v{N}.schema.json``)."""
     schema = BenchResult.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://voxperf.dev/schema/result-v{SCHEMA_VERSION}.schema.json"

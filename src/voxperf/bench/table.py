@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from voxperf.bench.schema import BenchResult, LaneResult, SummaryRecord
+from voxperf.bench.schema import BenchResult, LaneResult, SummaryRecord, definitions_label
 
 __all__ = ["format_value", "render_result"]
 
@@ -24,7 +24,7 @@ DICTATION_ROWS = (
     "overhead_ms",
     "cpu_ms",
     "stt_rtfx",
-    "wer",
+    "stt_rtfx_trimmed",
 )
 SPEECH_ROWS = (
     "ttfa_ms",
@@ -36,11 +36,21 @@ SPEECH_ROWS = (
     "cpu_ms",
     "rtfx",
     "streaming_efficiency",
+    "stall_count",
+    "stall_ms",
+    "prebuffer_ms",
 )
 
 
-def format_value(value: float, unit: str) -> str:
-    """Human formatting with the unit: ms with 3 significant digits, ratios as %, RTFx as ×."""
+TOO_FEW = "n too small"
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """Human formatting with the unit: ms with 3 significant digits, ratios as %, RTFx as ×.
+
+    ``None`` is a quantile the samples cannot carry (p95 below 40, p99 below 200 samples)."""
+    if value is None:
+        return TOO_FEW
     if value < 0:
         return "-" + format_value(-value, unit)
     if unit == "ms":
@@ -55,6 +65,8 @@ def format_value(value: float, unit: str) -> str:
         return f"{value * 100:.1f}%"
     if unit == "x":
         return f"{value:.1f}×"
+    if unit == "count":
+        return f"{value:g}"
     return f"{value:g} {unit}"
 
 
@@ -96,7 +108,7 @@ def _lane_table(lane: LaneResult) -> Table:
                     continue
                 notes = []
                 if (g.pipeline, g.level, None, metric, "implausible") in flagged:
-                    notes.append(Text("IMPLAUSIBLE (seed 003)", style="bold red"))
+                    notes.append(Text("IMPLAUSIBLE (mocked?)", style="bold red"))
                 if s.noisy:
                     notes.append(Text("noisy", style="yellow"))
                 table.add_row(
@@ -104,26 +116,59 @@ def _lane_table(lane: LaneResult) -> Table:
                     str(s.n),
                     format_value(s.p50, s.unit),
                     _ci(s),
-                    format_value(s.p95, s.unit),
-                    format_value(s.p99, s.unit),
+                    Text(format_value(s.p95, s.unit), style="dim" if s.p95 is None else ""),
+                    Text(format_value(s.p99, s.unit), style="dim" if s.p99 is None else ""),
                     Text(" ").join(notes) if notes else "",
                 )
+            if g.pipeline == "dictation":
+                _wer_row(table, lane, g.level)
     r = lane.resources
     engines = ", ".join(
         f"{e.role}={e.name}" + (f"({e.model})" if e.model else "") + f" load {e.loadMs:.0f} ms"
         for e in lane.engines
     )
     table.caption = (
-        "p95/p99 need n≥20/n≥100 samples to be more than the top order statistics; "
-        "CI = bootstrap 95% of the p50; aggregates are quantiles weighted by fixture audio bytes\n"
+        "p95/p99 need n≥40/n≥200 (effective) samples; CI = 95% of the p50; aggregates: quantiles of "
+        "the fixtures' mixture weighted by audio duration; noisy = the CI is wider than a change the "
+        "gate flags; wer = corpus WER (Σ edits ÷ Σ reference words)\n"
         f"peak RSS {r.peakRssBytes / 2**20:.0f} MiB · CPU {r.cpuUserS + r.cpuSystemS:.1f} s "
         f"({r.cpuPercent:.0f}% of one core) over {r.wallS:.1f} s · {engines}"
     )
     return table
 
 
+def _wer_row(table: Table, lane: LaneResult, level: str | None) -> None:
+    """Corpus WER of one level: value, CI over utterances and S/D/I counts."""
+    for w in lane.wer:
+        if w.level != level or w.pipeline != "dictation":
+            continue
+        lo, hi = w.ci95
+        note = (
+            f"S {w.substitutions} D {w.deletions} I {w.insertions} / {w.referenceWords} words "
+            f"({w.normalizer})"
+        )
+        if w.notes:
+            note += " · iterations disagree"
+        table.add_row(
+            "wer (corpus)",
+            str(len(w.utterances)),
+            format_value(w.corpusWer, "ratio"),
+            f"{lo * 100:.1f}–{hi * 100:.1f}",
+            "",
+            "",
+            note,
+        )
+
+
 def render_result(result: BenchResult, console: Console) -> None:
     """Print one table per lane, then failures and flags other than the per-row ones."""
+    label = definitions_label(result)
+    if label:
+        console.print(f"[yellow]schema v{result.schemaVersion}:[/yellow] {escape(label)}", markup=True)
+    if result.incomplete:
+        console.print(
+            "[bold yellow]INCOMPLETE[/bold yellow]: interrupted; only finished requests", markup=True
+        )
     parts = []
     for lane in result.lanes.values():
         parts.append(_lane_table(lane))
@@ -136,7 +181,7 @@ def render_result(result: BenchResult, console: Console) -> None:
                 markup=True,
             )
         for fl in lane.flags:
-            if fl.kind in ("fake", "no-audio"):
+            if fl.kind in ("fake", "no-audio", "load", "wer"):
                 console.print(
                     f"[bold red]{fl.kind}[/bold red] {escape(f'{lane.lane}: {fl.message}')}", markup=True
                 )

@@ -41,21 +41,29 @@ _TTS_LEAD_SILENCE_S = 0.05  # leading silence of the first chunk, like a real vo
 _TTS_F0_HZ = 150.0
 
 
-def parse_duration_s(text: str | float | int) -> float:
-    """Seconds in a duration option: "60ms", "1.5s", "250us", "0", or a number of seconds.
+def parse_duration_s(text: str | float | int, *, units: tuple[str, ...] = ("us", "ms", "s")) -> float:
+    """Seconds in a duration: "60ms", "1.5s", "250us" (units as allowed by ``units``), or 0.
 
-    A bare number is seconds. Negative, empty or unit-less garbage values are usage errors.
+    A number without a unit is a usage error (is "60" 60 ms or 60 s?), except 0; a Python number
+    passed by code is seconds. Negative, empty or garbage values are usage errors.
     """
+    allowed = ", ".join(f'"1{u}"' for u in units)
     if isinstance(text, bool):
-        raise UsageError(f"bad duration {text!r}", 'write a duration such as "60ms", "0.5s" or "250us"')
+        raise UsageError(f"bad duration {text!r}", f"write a duration with a unit: {allowed}")
     if isinstance(text, int | float):
         value = float(text)
     else:
         match = _DURATION.match(str(text))
         if match is None:
-            raise UsageError(f"bad duration {text!r}", 'write a duration such as "60ms", "0.5s" or "250us"')
+            raise UsageError(f"bad duration {text!r}", f"write a duration with a unit: {allowed}")
         number, exponent, unit = match.groups()
         value = float(number) * (10.0 ** int(exponent) if exponent else 1.0)
+        if unit is None and value != 0:
+            raise UsageError(
+                f"duration {text!r} has no unit", f"write it with a unit, e.g. {number}ms or {number}s"
+            )
+        if unit is not None and unit.lower().replace("µ", "u") not in units:
+            raise UsageError(f"unit {unit!r} is not accepted here in {text!r}", f"use {allowed}")
         value *= _UNIT_S[unit.lower() if unit else None]
     if not math.isfinite(value) or value < 0:
         raise UsageError(f"bad duration {text!r}: must be a finite value >= 0", 'e.g. latency="60ms" or "0"')

@@ -1,8 +1,9 @@
 """Where pipeline output goes: text sinks for dictation's ``paste``, audio sinks for speech.
 
 Sink specs on the command line: ``null``, ``file:PATH``, ``clipboard``, ``cmd:COMMAND ARGS`` for
-text (the text is appended as the last argument, e.g. ``cmd:xdotool type --``); ``null`` and
-``wav:PATH`` for audio.
+text (the text is appended as the last argument, e.g. ``cmd:xdotool type --``); ``null``,
+``wav:PATH`` and ``realtime`` (a player that plays every chunk in real time as it arrives and counts
+its own underruns) for audio.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from voxperf.audio.pcm import Audio
 from voxperf.errors import DependencyMissingError, EngineError, UsageError
+from voxperf.trace.core import Clock, default_clock
 
 __all__ = [
     "AudioSink",
@@ -26,6 +29,7 @@ __all__ = [
     "FileSink",
     "NullAudioSink",
     "NullSink",
+    "RealtimeAudioSink",
     "TextSink",
     "WavFileSink",
     "parse_audio_sink",
@@ -170,6 +174,48 @@ class WavFileSink:
             self._wav = None
 
 
+@dataclass(slots=True)
+class Underruns:
+    """What a real-time player saw during one request: how often and how long it ran dry."""
+
+    stalls: int = 0
+    stall_ns: int = 0
+
+
+class RealtimeAudioSink:
+    """A player that starts on the first chunk and plays in real time, counting its own underruns.
+
+    It keeps the time its buffer runs dry (``drained_at``): a chunk written after that moment
+    starts a stall that lasted until the write. It never blocks (an unbounded device buffer), so
+    it does not change the delivery times it observes. The pipeline's playout metric computes the
+    same thing offline from the trace; this sink is the online, independent account of it.
+    """
+
+    name = "realtime"
+
+    def __init__(self, *, clock: Clock = default_clock) -> None:
+        self.clock = clock
+        self.requests: list[Underruns] = []  # one entry per closed request
+        self._current: Underruns | None = None
+        self._drained_at = 0
+
+    def write(self, chunk: Audio) -> None:
+        now = self.clock()
+        duration = chunk.num_samples * 1_000_000_000 // chunk.sample_rate
+        if self._current is None:  # the first chunk starts playback
+            self._current = Underruns()
+            self._drained_at = now
+        elif now > self._drained_at:
+            self._current.stalls += 1
+            self._current.stall_ns += now - self._drained_at
+            self._drained_at = now
+        self._drained_at += duration
+
+    def close(self) -> None:
+        self.requests.append(self._current or Underruns())
+        self._current = None
+
+
 def parse_text_sink(spec: str) -> TextSink:
     """``null`` | ``file:PATH`` | ``clipboard`` | ``cmd:COMMAND ARGS``."""
     kind, _, arg = spec.partition(":")
@@ -186,11 +232,13 @@ def parse_text_sink(spec: str) -> TextSink:
 
 
 def parse_audio_sink(spec: str) -> AudioSink:
-    """``null`` | ``wav:PATH``."""
+    """``null`` | ``wav:PATH`` | ``realtime``."""
     kind, _, arg = spec.partition(":")
     kind = kind.strip().lower()
     if kind == "null":
         return NullAudioSink()
     if kind == "wav" and arg:
         return WavFileSink(arg)
-    raise UsageError(f"unknown audio sink {spec!r}", "use null or wav:PATH")
+    if kind == "realtime" and not arg:
+        return RealtimeAudioSink()
+    raise UsageError(f"unknown audio sink {spec!r}", "use null, wav:PATH or realtime")

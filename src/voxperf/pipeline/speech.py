@@ -1,10 +1,12 @@
-"""The speech pipeline: text → TTS stream → audio sink, with seed 004's request-flow events.
+"""The speech pipeline: text → TTS stream → audio sink, with the request-flow events of a TTS server's
+logging plan (``REQUEST_START``, ``FIRST_CHUNK_GENERATED``, ``FIRST_AUDIO_CHUNK`` ...).
 
 Request start is taken before the engine sees the text. For each chunk the time waiting on the
 engine is a ``synthesize`` span and the hand-off to the sink a ``sink`` span. After the request,
 the delivered audio is analysed (outside the timed path) to find the first non-silent sample, so
 TTFA is measured to the delivery of the chunk that holds it, never to response headers or to the
-start of chunk processing.
+start of chunk processing. Streaming efficiency and stalls come from a real-time player simulated
+on the delivery times of the chunks (:func:`voxperf.trace.metrics.playout`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from voxperf.audio.pcm import Audio
 from voxperf.engines.base import TTSEngine, VADEngine
 from voxperf.pipeline.sinks import AudioSink, NullAudioSink
 from voxperf.trace.core import Clock, Trace, default_clock
-from voxperf.trace.metrics import NS_PER_S, rtfx, streaming_efficiency, ttfa_ns
+from voxperf.trace.metrics import NS_PER_S, Playout, playout, rtfx, ttfa_ns
 from voxperf.trace.stages import ClientEvent, ServerEvent, Stage
 
 __all__ = ["SpeechPipeline", "SpeechResult"]
@@ -37,7 +39,8 @@ class SpeechResult:
     ttfa_ns: int | None  # request start → chunk with the first non-silent sample delivered
     leading_silence_s: float | None  # silence before the first non-silent sample, in the audio
     rtfx: float | None
-    streaming_efficiency: float | None
+    streaming_efficiency: float | None  # under a real-time player fed as chunks were delivered
+    playout: Playout | None = None  # that player: stalls, stall time, pre-buffer needed
     cpu_ns: int = 0  # process CPU time from request start to request end (not the analysis after it)
 
 
@@ -104,6 +107,8 @@ class SpeechPipeline:
         first = self._first_audible_sample(audio)
         ttfa: int | None = None
         leading: float | None = None
+        durations = [c.num_samples * NS_PER_S // rate for c in chunks]
+        played = playout(delivered_ns, durations, first_audible_offset_ns=(first or 0) * NS_PER_S // rate)
         if first is not None:
             bounds = np.cumsum([c.num_samples for c in chunks])
             idx = int(np.searchsorted(bounds, first, side="right"))
@@ -124,9 +129,8 @@ class SpeechPipeline:
             ttfa_ns=ttfa,
             leading_silence_s=leading,
             rtfx=rtfx(audio.duration_s, generation / NS_PER_S) if generation > 0 else None,
-            streaming_efficiency=streaming_efficiency(audio.duration_s, streaming / NS_PER_S)
-            if streaming > 0
-            else None,
+            streaming_efficiency=played.efficiency if first is not None else None,
+            playout=played,
         )
 
     def _first_audible_sample(self, audio: Audio) -> int | None:

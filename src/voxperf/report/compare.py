@@ -11,10 +11,10 @@ Verdict rules (per metric and quantile, on raw samples; "worse" follows the metr
 * otherwise ``unchanged``.
 
 A threshold is exceeded when the change passes every bound that is set: relative *and* absolute
-(seed 000's "> 200 ms and > 10 %" for totals). Relative bounds apply to the symmetric ratio
+(the dictation audit's "> 200 ms and > 10 %" for totals). Relative bounds apply to the symmetric ratio
 max(head/base, base/head) − 1, so a verdict flips exactly when base and head are swapped. Value
-limits (seed 004's "TTFA > 1 s warning, > 2 s error") are checked on the head's p50 and reported as
-alerts.
+limits (the TTS logging plan's "TTFA > 1 s warning, > 2 s error") are checked on the head's p50 and
+reported as alerts.
 
 Only what matches is compared: same lane, pipeline and level; fixtures with the same name and audio
 sha256. Everything else is listed as skipped with the reason.
@@ -32,7 +32,13 @@ from typing import Any, Literal
 import numpy as np
 
 from voxperf.bench import stats
-from voxperf.bench.catalog import METRIC_BETTER, METRIC_UNITS, is_stage_metric
+from voxperf.bench.catalog import (
+    DEFAULT_THRESHOLDS,
+    METRIC_BETTER,
+    METRIC_UNITS,
+    Thresholds,
+    is_stage_metric,
+)
 from voxperf.bench.schema import BenchResult
 from voxperf.errors import UsageError
 
@@ -53,38 +59,8 @@ Severity = Literal["warning", "error"]
 MIN_SAMPLES = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """When a change matters (relative as a fraction, absolute in the metric's unit) and value limits."""
-
-    rel_warn: float | None = 0.10
-    abs_warn: float | None = None
-    rel_error: float | None = 0.25
-    abs_error: float | None = None
-    limit_warn: float | None = None  # head p50 beyond this (worse direction) raises an alert
-    limit_error: float | None = None
-
-
-def _ms(rw: float, aw: float, re: float, ae: float, **kw: Any) -> Thresholds:
-    return Thresholds(rel_warn=rw, abs_warn=aw, rel_error=re, abs_error=ae, **kw)
-
-
-DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    **{m: _ms(0.10, 5.0, 0.25, 20.0) for m in METRIC_UNITS if is_stage_metric(m)},
-    "total_ms": _ms(0.10, 100.0, 0.10, 200.0),  # seed 000: > 200 ms and > 10 %
-    "total_stage_ms": _ms(0.10, 100.0, 0.10, 200.0),
-    "overhead_ms": _ms(0.25, 0.05, 0.50, 0.5),
-    "ttfa_ms": _ms(0.10, 50.0, 0.20, 200.0, limit_warn=1000.0, limit_error=2000.0),  # seed 004
-    "first_chunk_ms": _ms(0.10, 50.0, 0.20, 200.0),
-    "generation_ms": _ms(0.10, 50.0, 0.20, 200.0),
-    "streaming_ms": _ms(0.10, 50.0, 0.20, 200.0),
-    "cpu_ms": _ms(0.15, 20.0, 0.30, 100.0),
-    "stt_rtfx": Thresholds(0.10, None, 0.20, None),
-    "rtfx": Thresholds(0.10, None, 0.20, None),
-    "streaming_efficiency": Thresholds(0.10, None, 0.20, None, limit_warn=0.80, limit_error=0.60),  # seed 004
-    "wer": Thresholds(None, 0.02, None, 0.05),  # absolute: 2 / 5 percentage points
-}
 COMPARED_METRICS = tuple(m for m in METRIC_UNITS if m in DEFAULT_THRESHOLDS and m != "leading_silence_ms")
+TAIL_MIN_N = {"p95": stats.MIN_SAMPLES_P95, "p99": stats.MIN_SAMPLES_P99}
 
 
 def thresholds_from_config(config: dict[str, Any]) -> dict[str, Thresholds]:
@@ -97,10 +73,10 @@ def thresholds_from_config(config: dict[str, Any]) -> dict[str, Thresholds]:
         )
     fields = set(Thresholds.__dataclass_fields__)
     for metric, values in table.items():
-        if metric not in METRIC_UNITS:
+        if metric not in METRIC_BETTER:
             raise UsageError(
                 f"unknown metric {metric!r} in [tool.voxperf.thresholds]",
-                f"use one of {', '.join(METRIC_UNITS)}",
+                f"use one of {', '.join(METRIC_BETTER)}",
             )
         if not isinstance(values, dict) or not set(values) <= fields:
             raise UsageError(
@@ -124,7 +100,7 @@ class MetricComparison:
     level: str | None
     fixture: str | None
     metric: str
-    stat: str  # "p50" | "p95"
+    stat: str  # "p50" | "p95" | "corpus" (WER)
     unit: str
     better: str
     n_base: int
@@ -161,7 +137,7 @@ class MetricComparison:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """A head value beyond a limit (seed 004's alert thresholds)."""
+    """A head value beyond a limit (the TTS logging plan's alert thresholds)."""
 
     lane: str
     pipeline: str
@@ -317,7 +293,12 @@ def verdict_for(
 
 
 def _fixture_weights(result: BenchResult) -> dict[str, tuple[str, float]]:
-    return {f.name: (f.sha256, float(max(f.bytes, 1))) for f in result.fixtures}
+    """Fixture name -> (audio sha256, weight): aggregates weight fixtures by audio duration."""
+    return {f.name: (f.sha256, float(f.durationS)) for f in result.fixtures}
+
+
+# Metrics whose definition changed in schema v2: not compared across versions.
+REDEFINED_IN_V2 = frozenset({"streaming_efficiency", "stt_rtfx"})
 
 
 def compare_results(
@@ -336,8 +317,13 @@ def compare_results(
     """Compare every comparable metric of head against base (see module docstring)."""
     thr = thresholds or DEFAULT_THRESHOLDS
     skipped: list[str] = []
+    redefined: frozenset[str] = frozenset()
     if base.schemaVersion != head.schemaVersion:
-        skipped.append(f"schema versions differ (base {base.schemaVersion}, head {head.schemaVersion})")
+        redefined = REDEFINED_IN_V2
+        skipped.append(
+            f"schema versions differ (base {base.schemaVersion}, head {head.schemaVersion}): "
+            f"{', '.join(sorted(redefined))} and WER were redefined and are not compared"
+        )
     bs, hs = samples_by_group(base), samples_by_group(head)
     bfx, hfx = _fixture_weights(base), _fixture_weights(head)
     for group in sorted(set(bs) ^ set(hs), key=str):
@@ -361,8 +347,11 @@ def compare_results(
                 common.append(name)
         if not common:
             continue
+        tails_skipped = False
         for metric in COMPARED_METRICS:
-            # only fixtures that have this metric on both sides (e.g. WER needs a transcript)
+            if metric in redefined:
+                continue
+            # only fixtures that have this metric on both sides
             names = [n for n in common if bs[group][n].get(metric) and hs[group][n].get(metric)]
             if not names:
                 continue
@@ -375,6 +364,10 @@ def compare_results(
             for fixture, bg, hg in scopes:
                 n_b, n_h = sum(len(g) for g, _ in bg), sum(len(g) for g, _ in hg)
                 for stat_name in stats_:
+                    need = TAIL_MIN_N.get(stat_name, 0)
+                    if min(stats.effective_n(bg), stats.effective_n(hg)) < need:
+                        tails_skipped = True  # a tail the samples cannot carry is not compared
+                        continue
                     delta = stats.quantile_delta(bg, hg, qs[stat_name], resamples=resamples)
                     v, sev, why = verdict_for(
                         delta, METRIC_BETTER[metric], thr.get(metric, Thresholds()), n_b, n_h
@@ -398,7 +391,14 @@ def compare_results(
                         )
                     )
             alerts.extend(_alerts(lane, pipeline, level, metric, h_groups, thr.get(metric)))
+        if tails_skipped:
+            skipped.append(
+                f"{where}: tails not compared where n is too small "
+                f"(p95 needs {stats.MIN_SAMPLES_P95}, p99 {stats.MIN_SAMPLES_P99} effective samples)"
+            )
         attributions.append(_attribute(lane, pipeline, level, bs[group], hs[group], common, hfx))
+    if not redefined:
+        rows.extend(_wer_rows(base, head, thr.get("wer", Thresholds()), resamples, skipped))
     files = _touched_files(base, head, repo) if repo is not None else []
     if files:
         for a in attributions:
@@ -426,8 +426,7 @@ def _alerts(
 ) -> list[Alert]:
     if thr is None or (thr.limit_warn is None and thr.limit_error is None):
         return []
-    hv, hw = stats.pooled_weights(head_groups, normalize=True)
-    value = stats.weighted_quantile(hv, hw, 0.5)
+    value = stats.mixture_quantile(head_groups, 0.5)
     higher_is_worse = METRIC_BETTER[metric] == "lower"
     for limit, severity in ((thr.limit_error, "error"), (thr.limit_warn, "warning")):
         if limit is not None and (value > limit if higher_is_worse else value < limit):
@@ -436,8 +435,69 @@ def _alerts(
 
 
 def _weighted_mean(groups: list[tuple[list[float], float]]) -> float:
-    values, weights = stats.pooled_weights(groups, normalize=True)
-    return float(np.average(values, weights=weights))
+    return stats.mixture_mean(groups)
+
+
+def _wer_rows(
+    base: BenchResult, head: BenchResult, thr: Thresholds, resamples: int, skipped: list[str]
+) -> list[MetricComparison]:
+    """Corpus WER, head − base, on the utterances both sides scored with the same normaliser.
+
+    The CI is a paired bootstrap over utterances (the same utterances resampled on both sides)."""
+    bfx, hfx = _fixture_weights(base), _fixture_weights(head)
+    rows: list[MetricComparison] = []
+    for lane_name, hlane in head.lanes.items():
+        blane = base.lanes.get(lane_name)
+        if blane is None:
+            continue
+        for hw in hlane.wer:
+            bw = next((w for w in blane.wer if (w.pipeline, w.level) == (hw.pipeline, hw.level)), None)
+            if bw is None:
+                continue
+            where = f"{lane_name}/{hw.pipeline}/{hw.level or '-'}"
+            if bw.normalizer != hw.normalizer:
+                skipped.append(f"{where}: WER normalisers differ ({bw.normalizer} vs {hw.normalizer})")
+                continue
+            b_utt = {u.fixture: u for u in bw.utterances}
+            pairs = [
+                (b_utt[u.fixture], u)
+                for u in hw.utterances
+                if u.fixture in b_utt and bfx.get(u.fixture, ("", 0))[0] == hfx.get(u.fixture, ("?", 0))[0]
+            ]
+            if not pairs:
+                continue
+            b_edits = np.array([b.substitutions + b.deletions + b.insertions for b, _ in pairs], float)
+            h_edits = np.array([h.substitutions + h.deletions + h.insertions for _, h in pairs], float)
+            words = np.array([h.referenceWords for _, h in pairs], float)
+            b_val, h_val = b_edits.sum() / words.sum(), h_edits.sum() / words.sum()
+            rng = np.random.default_rng(0)
+            idx = rng.integers(0, len(pairs), size=(resamples, len(pairs)))
+            boot = (h_edits[idx].sum(axis=1) - b_edits[idx].sum(axis=1)) / words[idx].sum(axis=1)
+            lo, hi = (float(v) for v in np.quantile(boot, (0.025, 0.975)))
+            delta = stats.Delta(
+                b_val, h_val, h_val - b_val, (h_val / b_val - 1.0) if b_val else None, (lo, hi), None
+            )
+            n_words = int(words.sum())
+            verdict, severity, why = verdict_for(delta, "lower", thr, n_words, n_words)
+            rows.append(
+                MetricComparison(
+                    lane_name,
+                    hw.pipeline,
+                    hw.level,
+                    None,
+                    "wer",
+                    "corpus",
+                    "ratio",
+                    "lower",
+                    n_words,
+                    n_words,
+                    delta,
+                    verdict,
+                    severity,
+                    why + f" ({len(pairs)} utterances, {n_words} reference words)",
+                )
+            )
+    return rows
 
 
 def _attribute(

@@ -1,4 +1,4 @@
-"""A self-contained HTML report: verdict table, per-stage distributions (base vs head) and a p95
+"""A self-contained HTML report: verdict table, per-stage distributions (base vs head) and a p50
 timeline, as inline SVG (no scripts, no network, opens offline). The full comparison is embedded as
 JSON (``<script type="application/json" id="voxperf-data">``) for machines."""
 
@@ -73,8 +73,8 @@ def _timeline_chart(
     width: int = 760,
     height: int = 220,
 ) -> str:
-    """p95 of each stage across the trend window, one polyline per stage."""
-    series = [[p.p95.get(k) for p in trend] for k in keys]
+    """p50 of each stage across the trend window, one polyline per stage."""
+    series = [[p.p50.get(k) for p in trend] for k in keys]
     values = [v for s in series for v in s if v is not None]
     if not values or len(trend) < 2:
         return ""
@@ -156,10 +156,10 @@ def render_html(
                 if bv and hv:
                     out.append(f"<div>{_esc(metric)}<br>{_strip_chart(metric, bv, hv, 'ms')}</div>")
     if trend:
-        out.append(f"<h2>Timeline: p95 per stage over the latest {len(trend)} runs</h2>")
-        groups = sorted({k[:3] for p in trend for k in p.p95}, key=str)
+        out.append(f"<h2>Timeline: p50 per stage over the latest {len(trend)} runs</h2>")
+        groups = sorted({k[:3] for p in trend for k in p.p50}, key=str)
         for g in groups:
-            keys = sorted({k for p in trend for k in p.p95 if k[:3] == g and is_stage_metric(k[3])}, key=str)
+            keys = sorted({k for p in trend for k in p.p50 if k[:3] == g and is_stage_metric(k[3])}, key=str)
             chart = _timeline_chart(" · ".join(x for x in g if x), trend, keys)
             if chart:
                 out.append(f"<h3>{_esc(' · '.join(x for x in g if x))}</h3>{chart}")

@@ -46,25 +46,27 @@ _HEADLINE = (
 
 @dataclass(frozen=True, slots=True)
 class TrendPoint:
-    """One run in the timeline: where it came from and its p95 per (lane, pipeline, level, metric)."""
+    """One run in the timeline: where it came from and its p50 per (lane, pipeline, level, metric).
+
+    p50, not p95: a run of a few iterations cannot carry a p95 (see voxperf.bench.stats)."""
 
     source: str  # "main" or "pr/<n>"
     commit: str
     created_at: str
-    p95: dict[tuple[str, str, str | None, str], float]
+    p50: dict[tuple[str, str, str | None, str], float]
 
 
 def trend_points(results: Sequence[tuple[str, BenchResult]]) -> list[TrendPoint]:
-    """Timeline points from stored results (aggregate p95 of each metric), oldest first."""
+    """Timeline points from stored results (aggregate p50 of each metric), oldest first."""
     out = []
     for source, r in results:
-        p95: dict[tuple[str, str, str | None, str], float] = {}
+        p50: dict[tuple[str, str, str | None, str], float] = {}
         for lane_name, lane in r.lanes.items():
             for g in lane.summaries:
                 if g.fixture is None:
                     for metric, s in g.metrics.items():
-                        p95[(lane_name, g.pipeline, g.level, metric)] = s.p95
-        out.append(TrendPoint(source, r.git.commit or "-", r.createdAt, p95))
+                        p50[(lane_name, g.pipeline, g.level, metric)] = s.p50
+        out.append(TrendPoint(source, r.git.commit or "-", r.createdAt, p50))
     return out
 
 
@@ -220,29 +222,29 @@ def render_markdown(
 
 
 def _timeline(trend: Sequence[TrendPoint], metrics: Sequence[str], mermaid: bool) -> list[str]:
-    keys = sorted({k for p in trend for k in p.p95 if k[3] in metrics}, key=str)
+    keys = sorted({k for p in trend for k in p.p50 if k[3] in metrics}, key=str)
     if not keys:
         return []
-    lines = [f"<details><summary>Run timeline (latest {len(trend)} runs, p95)</summary>", ""]
+    lines = [f"<details><summary>Run timeline (latest {len(trend)} runs, p50)</summary>", ""]
     cols = [f"{lane}·{pipe}{'·' + lvl if lvl else ''} {metric}" for lane, pipe, lvl, metric in keys]
     lines.append("| source | commit | " + " | ".join(cols) + " |")
     lines.append("|---|---|" + "---:|" * len(cols))
     for p in trend:
-        cells = [f"{p.p95[k]:.1f}" if k in p.p95 else "–" for k in keys]
+        cells = [f"{p.p50[k]:.1f}" if k in p.p50 else "–" for k in keys]
         lines.append(f"| {md(p.source)} | {_code(p.commit[:8])} | " + " | ".join(cells) + " |")
     lines.append("")
     if mermaid:
         key = keys[0]
-        points = [p for p in trend if key in p.p95]  # runs without the metric are left out, not drawn as 0
+        points = [p for p in trend if key in p.p50]  # runs without the metric are left out, not drawn as 0
         title = "".join(ch for ch in cols[0] if ch.isalnum() or ch in " ·_-")
         lines += [
             "```mermaid",
             "xychart-beta",
-            f'  title "{title} p95 (ms)"',
+            f'  title "{title} p50 (ms)"',
             "  x-axis ["
             + ", ".join('"' + "".join(ch for ch in p.commit[:7] if ch.isalnum()) + '"' for p in points)
             + "]",
-            "  line [" + ", ".join(f"{p.p95[key]:.1f}" for p in points) + "]",
+            "  line [" + ", ".join(f"{p.p50[key]:.1f}" for p in points) + "]",
             "```",
             "",
         ]

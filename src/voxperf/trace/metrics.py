@@ -6,16 +6,24 @@ Reports, the service and telemetry import these; nobody re-derives them. Units a
 
 from __future__ import annotations
 
-import re
-import unicodedata
+import functools
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from voxperf.trace.core import NO_PARENT, Trace
 
 __all__ = [
+    "DEFAULT_NORMALIZER",
+    "NORMALIZERS",
     "NS_PER_MS",
     "NS_PER_S",
+    "Playout",
+    "WordErrors",
+    "corpus_wer",
     "normalize_transcript",
     "overhead_ns",
+    "playout",
     "rtfx",
     "stage_ns",
     "stage_totals_ns",
@@ -24,6 +32,7 @@ __all__ = [
     "total_stage_ns",
     "ttfa_ns",
     "wer",
+    "word_errors",
 ]
 
 NS_PER_MS = 1_000_000
@@ -98,45 +107,185 @@ def rtfx(audio_s: float, processing_s: float) -> float:
     return audio_s / processing_s
 
 
-def streaming_efficiency(audio_s: float, streaming_s: float) -> float:
-    """Seed 004's streaming efficiency: audio duration / streaming time.
+def streaming_efficiency(audible_s: float, playout_s: float) -> float:
+    """Streaming efficiency under a real-time player: audible audio ÷ the time it took to play it.
 
-    Streaming time starts at request start and stops when the last audio sample has been handed to
-    the sink. 1.0 (100 %) means audio arrived exactly as fast as it plays; below 1.0 a real-time
-    player would starve (seed 004's 6.89 s / 27.39 s = 25.2 %). With a sink that does not play in
-    real time (null/file) the value can exceed 1.0: it is then a speed ratio, reported as is.
+    ``audible_s`` runs from the first audible sample to the end of the audio; ``playout_s`` from the
+    moment that sample is played to the end of playout (see :func:`playout`). 1.0 (100 %) means the
+    player never stalled; 0.5 means playback took twice the audio's length. This is what the
+    request-flow logging plan's efficiency is for ("does playback keep up?"); throughput is RTFx.
     """
-    if streaming_s <= 0:
-        raise ValueError(f"streaming time must be positive, got {streaming_s}")
-    return audio_s / streaming_s
+    if playout_s <= 0:
+        raise ValueError(f"playout time must be positive, got {playout_s}")
+    if audible_s < 0:
+        raise ValueError(f"audible duration cannot be negative, got {audible_s}")
+    return min(audible_s / playout_s, 1.0)
 
 
-_PUNCT = re.compile(r"[^\w\s']|_")
-_SPACES = re.compile(r"\s+")
+@dataclass(frozen=True, slots=True)
+class Playout:
+    """A simulated real-time player fed by the chunks as they were delivered (all times ns).
 
-
-def normalize_transcript(text: str) -> str:
-    """The WER normaliser: NFKC, lower case, hyphens to spaces, punctuation (but apostrophes)
-    removed, whitespace collapsed. Numbers are not spelled out: fixtures avoid digits."""
-    text = unicodedata.normalize("NFKC", text).lower().replace("’", "'")
-    text = text.replace("-", " ")
-    text = _PUNCT.sub(" ", text)
-    text = text.replace(" '", " ").replace("' ", " ")
-    return _SPACES.sub(" ", text).strip()
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate of ``hypothesis`` against ``reference`` after :func:`normalize_transcript`.
-
-    (substitutions + deletions + insertions) / reference words, via jiwer. An empty reference is an
-    error (WER undefined); an empty hypothesis against a non-empty reference is 1.0.
+    The player starts at the first delivery plus ``prebuffer_ns`` and plays chunks back to back;
+    when the next chunk has not been delivered by the time the previous one finished playing, it
+    stalls until it arrives. ``stall_count``/``stall_ns`` count those gaps; ``prebuffer_needed_ns``
+    is the smallest start delay after the first delivery that gives gap-free playback.
     """
-    ref = normalize_transcript(reference)
-    hyp = normalize_transcript(hypothesis)
+
+    start_ns: int  # playback of the first chunk starts (first delivery + prebuffer)
+    audible_ns: int  # the first audible sample is played
+    end_ns: int  # the last sample has been played
+    audio_ns: int  # duration of all delivered audio
+    audible_audio_ns: int  # duration from the first audible sample to the end of the audio
+    stall_count: int
+    stall_ns: int
+    prebuffer_needed_ns: int
+
+    @property
+    def efficiency(self) -> float:
+        """:func:`streaming_efficiency` of this playout (1.0 when there was no stall)."""
+        played = self.end_ns - self.audible_ns
+        if played <= 0:
+            return 1.0
+        return streaming_efficiency(self.audible_audio_ns / NS_PER_S, played / NS_PER_S)
+
+
+def playout(
+    delivered_ns: Sequence[int],
+    durations_ns: Sequence[int],
+    *,
+    first_audible_offset_ns: int = 0,
+    prebuffer_ns: int = 0,
+) -> Playout:
+    """Play chunks in real time as they are delivered; see :class:`Playout` for the model.
+
+    ``delivered_ns[i]`` is when chunk ``i`` was handed to the sink, ``durations_ns[i]`` its audio
+    duration; ``first_audible_offset_ns`` is where the first audible sample sits in the whole audio
+    (leading silence). Chunk ``i`` starts at ``max(delivered_i, end_{i-1})``: a stall is a chunk
+    delivered after the previous one ran out.
+    """
+    if len(delivered_ns) != len(durations_ns) or not delivered_ns:
+        raise ValueError("playout needs one delivery time per chunk and at least one chunk")
+    if any(d < 0 for d in durations_ns) or prebuffer_ns < 0 or first_audible_offset_ns < 0:
+        raise ValueError("durations, prebuffer and offset must be >= 0")
+    if any(b < a for a, b in itertools.pairwise(delivered_ns)):
+        raise ValueError("chunks must be delivered in order")
+    first = delivered_ns[0]
+    end = first + prebuffer_ns
+    start = end
+    stalls = stall = needed = played_before = 0
+    audible = None
+    for delivered, duration in zip(delivered_ns, durations_ns, strict=True):
+        if delivered > end:
+            stalls += 1 if played_before else 0  # waiting for the first chunk is not a stall
+            stall += (delivered - end) if played_before else 0
+            end = delivered
+        needed = max(needed, delivered - first - played_before)
+        if audible is None and played_before + duration > first_audible_offset_ns:
+            audible = end + (first_audible_offset_ns - played_before)
+        end += duration
+        played_before += duration
+    total = played_before
+    offset = min(first_audible_offset_ns, total)
+    return Playout(
+        start_ns=start,
+        audible_ns=audible if audible is not None else end,
+        end_ns=end,
+        audio_ns=total,
+        audible_audio_ns=total - offset,
+        stall_count=stalls,
+        stall_ns=stall,
+        prebuffer_needed_ns=needed,
+    )
+
+
+NORMALIZERS = ("whisper-english", "basic", "none")
+DEFAULT_NORMALIZER = "whisper-english"
+
+
+@functools.cache
+def _normalizer(name: str) -> Callable[[str], str]:
+    """The text normaliser applied to both sides before WER (built once per process)."""
+    if name == "whisper-english":
+        # Whisper's English normaliser, as the Open ASR leaderboard scores: spelling, numbers,
+        # contractions and titles ("Mr." = "mister") are standardised.
+        from whisper_normalizer.english import EnglishTextNormalizer
+
+        return EnglishTextNormalizer()  # type: ignore[no-any-return]
+    if name == "basic":
+        from whisper_normalizer.basic import BasicTextNormalizer  # language-agnostic
+
+        return BasicTextNormalizer()  # type: ignore[no-any-return]
+    if name == "none":
+        return lambda text: text
+    raise ValueError(f"unknown WER normalizer {name!r}; use one of {', '.join(NORMALIZERS)}")
+
+
+def normalize_transcript(text: str, normalizer: str = DEFAULT_NORMALIZER) -> str:
+    """``text`` as WER sees it: the named normaliser (see :data:`NORMALIZERS`), then whitespace
+    collapsed. ``none`` compares the words exactly as written."""
+    return " ".join(_normalizer(normalizer)(text).split())
+
+
+@dataclass(frozen=True, slots=True)
+class WordErrors:
+    """Word alignment counts of one hypothesis (or, summed, of a corpus) against its reference."""
+
+    substitutions: int
+    deletions: int
+    insertions: int
+    hits: int
+
+    @property
+    def reference_words(self) -> int:
+        """Words in the reference: S + D + H."""
+        return self.substitutions + self.deletions + self.hits
+
+    @property
+    def edits(self) -> int:
+        """S + D + I: the numerator of WER."""
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def wer(self) -> float:
+        """edits ÷ reference words (undefined, ValueError, for an empty reference)."""
+        if self.reference_words == 0:
+            raise ValueError("WER is undefined for an empty reference transcript")
+        return self.edits / self.reference_words
+
+    def __add__(self, other: WordErrors) -> WordErrors:
+        return WordErrors(
+            self.substitutions + other.substitutions,
+            self.deletions + other.deletions,
+            self.insertions + other.insertions,
+            self.hits + other.hits,
+        )
+
+
+def word_errors(reference: str, hypothesis: str, normalizer: str = DEFAULT_NORMALIZER) -> WordErrors:
+    """Levenshtein word alignment (via jiwer) of ``hypothesis`` against ``reference``, both normalised.
+
+    An empty reference (after normalisation) is an error; an empty hypothesis deletes every word."""
+    ref = normalize_transcript(reference, normalizer)
+    hyp = normalize_transcript(hypothesis, normalizer)
     if not ref:
         raise ValueError("WER is undefined for an empty reference transcript")
     if not hyp:
-        return 1.0
+        return WordErrors(0, len(ref.split()), 0, 0)
     import jiwer
 
-    return float(jiwer.wer(ref, hyp))
+    out = jiwer.process_words(ref, hyp)
+    return WordErrors(int(out.substitutions), int(out.deletions), int(out.insertions), int(out.hits))
+
+
+def wer(reference: str, hypothesis: str, normalizer: str = DEFAULT_NORMALIZER) -> float:
+    """Word error rate of one utterance: (S + D + I) ÷ reference words after normalisation."""
+    return word_errors(reference, hypothesis, normalizer).wer
+
+
+def corpus_wer(errors: Iterable[WordErrors]) -> float:
+    """Corpus WER as the field computes it: Σ edits ÷ Σ reference words over all utterances.
+
+    Never a mean or median of per-utterance WERs: long utterances count by their words."""
+    total = sum(errors, WordErrors(0, 0, 0, 0))
+    return total.wer
