@@ -1,6 +1,6 @@
 """Built-in fixture texts: what voxperf synthesises when no recordings are given.
 
-Three lengths of plain dictation (a reminder, a meeting note, an email), as seed 000's fixtures
+Three lengths of plain dictation (a reminder, a meeting note, an email), as the dictation audit's fixtures
 ``short`` and ``medium`` plus a ``long`` one. The words are chosen so a transcript can be compared
 word for word: no digits, dates, abbreviations, contractions, hyphenated or compound words, brand
 names or spellings a speech recogniser could write two ways, so word error rate measures the

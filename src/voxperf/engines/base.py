@@ -2,7 +2,7 @@
 
 Real engines live one module per engine under ``stt/``, ``tts/``, ``vad/`` and ``rewrite/``; the
 codepath lane's fakes (``fakes.py``) implement the same Protocols. Every engine exposes an
-:class:`EngineInfo` (recorded in result files) and ``is_fake`` (the seed-003 guard flags any
+:class:`EngineInfo` (recorded in result files) and ``is_fake`` (the plausibility guard flags any
 provider-lane number that came from a fake).
 """
 
@@ -112,7 +112,7 @@ class VADEngine(Protocol):
 
 @runtime_checkable
 class Rewriter(Protocol):
-    """Transcript post-processing for a processing level (seed 000: raw, clean, polish)."""
+    """Transcript post-processing for a processing level (raw, clean, polish, as the dictation app has)."""
 
     info: EngineInfo
 

@@ -212,7 +212,7 @@ class FakeVAD:
 
 class FakeRewriter:
     """Rewriter fake: raw is identity (no rewrite, no latency); clean and polish sleep ``latency``
-    (standing in for a rewrite provider's round trip, as seed 000's codepath lane does with
+    (standing in for a rewrite provider's round trip, as the dictation audit's codepath lane does with
     ``rewrite=100ms``) and return :func:`clean_text`."""
 
     def __init__(self, latency: str | float = "0") -> None:

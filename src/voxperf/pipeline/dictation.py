@@ -3,7 +3,8 @@
 One call of :meth:`DictationPipeline.run` is one request: a :class:`~voxperf.trace.core.Trace`
 starts before decoding (request start) and finishes after the text reached the sink. Each stage is
 a span named from :class:`~voxperf.trace.stages.Stage`. ``encode`` is upload-style (what a cloud
-STT would receive: original vs encoded bytes, seed 000); local engines are given the PCM.
+STT would receive: original vs encoded bytes, as the dictation audit records); local engines are
+given the PCM.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ __all__ = [
 
 @runtime_checkable
 class TextSink(Protocol):
-    """Delivers the final text of a dictation (seed 000's ``paste`` stage)."""
+    """Delivers the final text of a dictation (the ``paste`` stage)."""
 
     name: str
 
@@ -48,7 +48,7 @@ class TextSink(Protocol):
 
 @runtime_checkable
 class AudioSink(Protocol):
-    """Receives synthesised audio chunks as they stream (seed 004's client side)."""
+    """Receives synthesised audio chunks as they stream (the client side of the request flow)."""
 
     name: str
 

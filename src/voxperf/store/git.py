@@ -1,4 +1,4 @@
-"""A git repository as an append-only result store (seed 000's ``vox-perf-audit`` pattern).
+"""A git repository as an append-only result store (the dictation app's ``vox-perf-audit`` pattern).
 
 :class:`GitBackend` keeps a local clone (``workdir``) of a remote and drives the ``git`` command line
 (argument lists, never a shell; a timeout on every call; no prompts). The clone holds nothing of its

@@ -1,6 +1,6 @@
 """Store keys: (commit, lane) on the main line, (PR, commit, lane) for pull requests.
 
-The layout is seed 000's, generalised to any lane::
+The layout is the dictation audit's, generalised to any lane::
 
     audit/<commit>.json                      main line, provider lane
     audit/<commit>-<lane>.json               main line, other lanes (codepath)

@@ -431,7 +431,7 @@ class ResultStore:
     def backfill(self, directory: Path, *, pr: int | None = None) -> BackfillReport:
         """Import result files (e.g. CI artifacts); identical ones are skipped, conflicts reported.
 
-        A file's key comes from its place in a seed-000 layout (``audit/pr/<pr>/<sha>[-lane].json``)
+        A file's key comes from its place in the audit layout (``audit/pr/<pr>/<sha>[-lane].json``)
         when it has one, else from the commit recorded inside it (and ``pr``).
         """
         if not directory.is_dir():

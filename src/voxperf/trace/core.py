@@ -1,7 +1,7 @@
 """The trace core: one request's spans and point events on a monotonic nanosecond clock.
 
 A :class:`Trace` is opened at request start and finished at request end. Stages are timed with
-``with trace.span(Stage.STT): ...``; point events (seed 004's ``FIRST_CHUNK_GENERATED`` ...) with
+``with trace.span(Stage.STT): ...``; point events (request-flow events such as ``FIRST_CHUNK_GENERATED``) with
 ``trace.event(name)``. Spans nest: each records the index of the span that was open when it began.
 The clock is injectable (any ``() -> int`` nanosecond counter) so metrics are tested without sleeps.
 
@@ -75,7 +75,7 @@ class Span:
 
 
 class Event:
-    """A point in time within a request (seed 004's event stages)."""
+    """A point in time within a request (a request-flow event)."""
 
     __slots__ = ("attrs", "name", "t_ns")
 

@@ -1,4 +1,4 @@
-"""Trace exporters: seed 000's ``pipeline_timing`` NDJSON event and Chrome trace JSON (Perfetto).
+"""Trace exporters: the ``pipeline_timing`` NDJSON event and Chrome trace JSON (Perfetto).
 
 Neither exporter ever writes transcript text or other user content: only stage names, timings,
 byte counts, the processing level and ids.
@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 PIPELINE_TIMING_SCHEMA_VERSION = 1
-# exactly seed 000's fields, in its order
+# exactly the pipeline_timing event's fields, in its order
 PIPELINE_TIMING_FIELDS = (
     "processing_level",
     "total_ms",
@@ -56,7 +56,7 @@ def pipeline_timing_event(
     session_id: str | None = None,
     timestamp: datetime | None = None,
 ) -> dict[str, Any]:
-    """One seed-000 ``pipeline_timing`` line (schemaVersion 1) for a finished dictation trace.
+    """One ``pipeline_timing`` line (schemaVersion 1) for a finished dictation trace.
 
     Integer milliseconds, as in the seed. ``total_stage_ms`` is the seed's sum of encode, stt,
     rewrite and paste (the seed's stages), so voxperf's front-end stages (decode, resample, vad)

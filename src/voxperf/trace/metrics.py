@@ -57,7 +57,7 @@ def stage_totals_ns(trace: Trace) -> dict[str, int]:
 
 
 def total_ns(trace: Trace) -> int:
-    """Seed 000's ``total_ms`` (in ns): request start → request end, wall clock.
+    """The dictation audit's ``total_ms`` (in ns): request start → request end, wall clock.
 
     Starts when the :class:`Trace` is created (request start) and stops at :meth:`Trace.finish`.
     """
@@ -67,7 +67,7 @@ def total_ns(trace: Trace) -> int:
 
 
 def total_stage_ns(trace: Trace) -> int:
-    """Seed 000's ``total_stage_ms`` (in ns): the sum of the top-level stage spans.
+    """The dictation audit's ``total_stage_ms`` (in ns): the sum of the top-level stage spans.
 
     Nested spans are not added again. ``total_ns - total_stage_ns`` is time spent between stages
     (orchestration overhead, see :func:`overhead_ns`).
@@ -84,9 +84,9 @@ def ttfa_ns(request_start_ns: int, first_audible_delivered_ns: int) -> int:
     """Time to first audio: request start → first non-silent sample handed to the sink.
 
     Starts at request start (the client's ``REQUEST_START``, before any text processing), not at
-    chunk processing start and not at response headers (seed 004's bug). Stops when the chunk that
-    holds the first non-silent sample has been delivered to the sink; leading silence in the audio
-    therefore counts, as a listener would hear it.
+    chunk processing start and not at response headers (a bug the TTS logging plan had). Stops when
+    the chunk that holds the first non-silent sample has been delivered to the sink; leading silence
+    in the audio therefore counts, as a listener would hear it.
     """
     if first_audible_delivered_ns < request_start_ns:
         raise ValueError("first audio cannot be delivered before the request started")

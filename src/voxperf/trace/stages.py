@@ -1,8 +1,8 @@
 """The standard stage and event names: defined once here and imported everywhere.
 
-Dictation stages follow seed 000's pipeline (``encode``, ``stt``, ``rewrite``, ``paste``), extended
-with the audio front end (``decode``, ``resample``, ``vad``). Speech (TTS) spans and point events
-follow seed 004's request-flow plan.
+Dictation stages follow the dictation app's audited pipeline (``encode``, ``stt``, ``rewrite``,
+``paste``), extended with the audio front end (``decode``, ``resample``, ``vad``). Speech (TTS) spans
+and point events follow a TTS server's request-flow logging plan.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ __all__ = [
 class Stage(StrEnum):
     """Timed spans (a start and an end) of the voxperf pipelines."""
 
-    # dictation: audio in, text out (seed 000 + front end)
+    # dictation: audio in, text out (the dictation audit's stages + front end)
     DECODE = "decode"
     RESAMPLE = "resample"
     VAD = "vad"
@@ -30,7 +30,7 @@ class Stage(StrEnum):
     STT = "stt"
     REWRITE = "rewrite"
     PASTE = "paste"
-    # speech: text in, audio out (seed 004)
+    # speech: text in, audio out (request-flow stages)
     SYNTHESIZE = "synthesize"  # time spent waiting on the TTS engine for a chunk (one span per chunk)
     SINK = "sink"  # handing one chunk to the sink (one span per chunk)
 
@@ -46,13 +46,13 @@ DICTATION_STAGES: tuple[Stage, ...] = (
 )
 SPEECH_STAGES: tuple[Stage, ...] = (Stage.SYNTHESIZE, Stage.SINK)
 
-# Stages whose time is spent inside a speech engine; the seed-003 guard checks these for
+# Stages whose time is spent inside a speech engine; the plausibility guard checks these for
 # implausibly small provider-lane measurements.
 ENGINE_STAGES: frozenset[Stage] = frozenset({Stage.STT, Stage.SYNTHESIZE, Stage.VAD})
 
 
 class ClientEvent(StrEnum):
-    """Client-side point events of a speech request (seed 004)."""
+    """Client-side request-flow events of a speech request."""
 
     REQUEST_START = "REQUEST_START"
     REQUEST_SENT = "REQUEST_SENT"
@@ -64,7 +64,7 @@ class ClientEvent(StrEnum):
 
 
 class ServerEvent(StrEnum):
-    """Server-side point events of a speech request (seed 004)."""
+    """Server-side request-flow events of a speech request."""
 
     REQUEST_RECEIVED = "REQUEST_RECEIVED"
     PROCESSING_START = "PROCESSING_START"
