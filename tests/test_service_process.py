@@ -15,7 +15,8 @@ from .test_service import _free_port
 from .test_service_jobs import tone
 
 
-def start(job_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start(job_dir: Path, port: int, workers: int, stt: str = "fake:latency=0.6s") -> subprocess.Popen[bytes]:
+    """``voxperf serve`` on fake engines, stderr piped (read it after the process ended)."""
     voxperf = str(Path(sys.executable).parent / "voxperf")
     proc = subprocess.Popen(
         [
@@ -24,7 +25,7 @@ def start(job_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
             "--port",
             str(port),
             "--stt",
-            "fake:latency=0.6s",
+            stt,
             "--tts",
             "fake",
             "--workers",

@@ -1,9 +1,15 @@
 """``voxperf serve``: a reference voice service on the voxperf engines and trace core.
 
 Synchronous OpenAI-compatible endpoints (``/v1/audio/transcriptions``, streaming
-``/v1/audio/speech``, ``/v1/models``) plus ``/healthz`` and ``/readyz``. Every synchronous
-response carries a ``Server-Timing`` header built from the request's trace. Client mistakes get
-4xx with an OpenAI-style error body, never a 5xx:
+``/v1/audio/speech``, ``/v1/models``) plus ``/healthz`` and ``/readyz``. Transcriptions carry a
+``Server-Timing`` header built from the request's trace; speech responses carry only what is known
+when their headers are sent (the cache lookup, and on a miss the time to the first synthesised
+chunk). Times that end with a body byte (the request histogram, a speech response's first audio
+byte) are taken by :class:`~voxperf.service.timing.ResponseClockMiddleware` where the bytes are
+handed to uvicorn's transport, and go to ``/metrics`` and the ``voxperf.timing`` lines (see
+:mod:`voxperf.service.timing`).
+
+Client mistakes get 4xx with an OpenAI-style error body, never a 5xx:
 
 * 401 (with ``WWW-Authenticate: Bearer``) when ``VOXPERF_API_TOKEN`` is set and not presented;
 * 413 when the upload exceeds the limit, checked on the declared length and while the body streams;
@@ -18,7 +24,6 @@ import json
 import logging
 import os
 import struct
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,21 +34,28 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.routing import Match
 
 from voxperf.audio.codec import probe_format
 from voxperf.errors import UsageError, VoxperfError
 from voxperf.service.cache import PhraseCache
 from voxperf.service.jobs import JOB_STATUSES, Job, SQLiteJobStore, new_job_id
 from voxperf.service.metrics import ServiceMetrics
+from voxperf.service.timing import (
+    ResponseClock,
+    ResponseClockMiddleware,
+    configure_timing_log,
+    response_clock,
+    timing_log,
+)
 from voxperf.service.worker import EmbeddedQueue, stage_ms, transcribe_bytes
-from voxperf.trace.core import Trace
-from voxperf.trace.metrics import NS_PER_MS
+from voxperf.trace.core import Trace, default_clock
+from voxperf.trace.metrics import NS_PER_MS, NS_PER_S
 from voxperf.trace.stages import ServerEvent
 
 __all__ = ["ServiceEngines", "ServiceSettings", "create_app", "server_timing"]
 
 log = logging.getLogger("voxperf.service")
-timing_log = logging.getLogger("voxperf.timing")  # pipeline_timing events, one JSON object per line
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 
 
@@ -182,23 +194,14 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
     cache = PhraseCache(cfg.tts_cache_bytes)
     state: dict[str, Any] = {"draining": False, "store": None, "queue": None, "celery": None}
 
-    def on_job_done(job: Job, trace: Any) -> None:
+    def on_job_done(job: Job, _trace: Trace | None) -> None:
+        # the job's pipeline_timing line is logged by process_job when its completion is recorded
         metrics.jobs.labels(outcome=job.status).inc()
         metrics.observe_stages(job.timings_ms)
-        if job.status == "done":
-            timing_log.info(
-                json.dumps(
-                    {
-                        "name": "pipeline_timing",
-                        "job": job.id,
-                        "level": job.level,
-                        "fields": {f"{k}_ms": round(v, 3) for k, v in job.timings_ms.items()},
-                    }
-                )
-            )
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
+        configure_timing_log()  # after uvicorn configured logging: it sets up only its own loggers
         if cfg.queue_url:
             from voxperf.service.celery_app import make_celery
             from voxperf.service.redis_jobs import RedisJobStore
@@ -325,6 +328,29 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
 
     app.add_middleware(_LimitedBody)
 
+    def route_name(scope: dict[str, Any]) -> str:
+        """The route's name (its endpoint function), also for answers given before routing (401,
+        413); "unmatched" for unknown paths. Bounded by the routes, so a safe metric label."""
+        route = scope.get("route")
+        if route is None:
+            for candidate in app.router.routes:
+                match, _ = candidate.matches(scope)
+                if match is Match.FULL:
+                    route = candidate
+                    break
+                if match is Match.PARTIAL and route is None:
+                    route = candidate
+        return str(getattr(route, "name", None) or "unmatched")
+
+    def observe_response(scope: Any, rc: ResponseClock) -> None:
+        end_ns = rc.end_ns if rc.end_ns is not None else rc.start_ns
+        metrics.request_seconds.labels(
+            endpoint=route_name(scope), code=str(rc.status if rc.status is not None else 500)
+        ).observe((end_ns - rc.start_ns) / NS_PER_S)
+
+    # added last, so it is the outermost middleware: its clock sees every response, errors included
+    app.add_middleware(ResponseClockMiddleware, on_response=observe_response)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -354,13 +380,14 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
 
     @app.post("/v1/audio/transcriptions", responses=_errors(400, 413, 415, 422))
     async def transcriptions(
+        request: Request,
         file: UploadFile = File(...),  # noqa: B008 - FastAPI's declaration style
         model: str = Form("tiny.en"),
         language: str | None = Form(None),
         prompt: str | None = Form(None),
         response_format: str = Form("json"),
     ) -> Any:
-        received = time.perf_counter_ns()
+        received = response_clock(request.scope).start_ns  # request start, before the upload was read
         if response_format not in RESPONSE_FORMATS:
             return error(
                 400,
@@ -372,13 +399,12 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
         if (refused := check_upload(data)) is not None:
             return refused
         del model, language, prompt  # one loaded model serves every request; recorded in /v1/models
-        transcript, trace, duration = await run_in_threadpool(
+        result = await run_in_threadpool(
             lambda: transcribe_bytes(eng, data, max_duration_s=cfg.max_duration_s, start_ns=received)
         )
+        result.log_timing()
+        transcript, trace, duration = result.transcript, result.trace, result.input_audio_s
         metrics.observe_stages(stage_ms(trace))
-        metrics.request_seconds.labels(endpoint="transcriptions").observe(
-            (time.perf_counter_ns() - received) / 1e9
-        )
         headers = {"Server-Timing": server_timing(trace)}
         if response_format == "text":
             return PlainTextResponse(transcript.text, headers=headers)
@@ -397,9 +423,36 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
             )
         return JSONResponse(body, headers=headers)
 
+    def log_speech(
+        trace: Trace, cache_state: str, chunks: int, lookup_done_ns: int, rc: ResponseClock
+    ) -> None:
+        """One ``speech_timing`` line (ms after request start; no text): the server events of the
+        request, when the cache lookup was done and when the first audio byte was handed over."""
+        if not timing_log.isEnabledFor(logging.INFO):
+            return
+        start = trace.start_ns
+
+        def ms(t_ns: int | None) -> float | None:
+            return None if t_ns is None else round((t_ns - start) / NS_PER_MS, 3)
+
+        line = {
+            "name": "speech_timing",
+            "request": trace.request_id,
+            "cache": cache_state,
+            "chunks": chunks,
+            "completed": rc.completed,
+            "cache_lookup_ms": ms(lookup_done_ns),
+            "first_byte_ms": ms(rc.first_body_ns),
+            "events_ms": {e.name: ms(e.t_ns) for e in trace.events},
+        }
+        timing_log.info(json.dumps(line, separators=(",", ":")))
+
     @app.post("/v1/audio/speech", responses=_errors(400, 422), response_class=StreamingResponse)
-    async def speech(req: SpeechRequest) -> Any:
-        received = time.perf_counter_ns()
+    async def speech(req: SpeechRequest, request: Request) -> Any:
+        """Stream synthesised audio. The body's first message holds the WAV header (if any) together
+        with the first audio, so the first body byte a client receives is the first audio byte."""
+        rc = response_clock(request.scope)
+        received = rc.start_ns
         if req.response_format not in ("wav", "pcm"):
             return error(
                 400,
@@ -410,48 +463,61 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
         if not req.input.strip():
             return error(422, "input is blank", "invalid_request_error", "send some text")
         key = (req.input, req.voice, req.response_format)
-        cached = cache.get(key)
+        lookup_start_ns = default_clock()
+        cached = cache.get(key)  # a phrase's body pieces exactly as they were first sent
+        lookup_done_ns = default_clock()
+        lookup = f"dur={(lookup_done_ns - lookup_start_ns) / NS_PER_MS:.3f}"
         media = "audio/wav" if req.response_format == "wav" else "audio/pcm"
+        trace = Trace(start_ns=received)
+        trace.event(ServerEvent.REQUEST_RECEIVED, t_ns=received)
+
+        def done(cache_state: str, pieces: list[bytes]) -> Callable[[ResponseClock], None]:
+            """What a finished speech response records (``pieces``: its body, counted at the end)."""
+
+            def record(rc: ResponseClock) -> None:
+                if rc.first_body_ns is not None:
+                    metrics.first_byte_seconds.labels(cache=cache_state).observe(
+                        (rc.first_body_ns - received) / NS_PER_S
+                    )
+                end_ns = rc.end_ns if rc.end_ns is not None else default_clock()
+                trace.finish(end_ns)
+                trace.event(ServerEvent.REQUEST_COMPLETE, t_ns=end_ns)
+                log_speech(trace, cache_state, len(pieces), lookup_done_ns, rc)
+
+            return record
+
         if cached is not None:
             metrics.cache_hits.inc()
-            chunks_bytes, rate = cached
-            first_ns = time.perf_counter_ns() - received
-            metrics.ttfa_seconds.labels(cache="hit").observe(first_ns / 1e9)
+            pieces, rate = cached
 
             async def replay() -> AsyncIterator[bytes]:
-                if req.response_format == "wav":
-                    yield _wav_header(rate)
-                for c in chunks_bytes:
-                    yield c
+                for piece in pieces:
+                    yield piece
 
+            rc.on_complete(done("hit", pieces))
+            # the header cannot hold the first-byte time: it is sent before the body
             return StreamingResponse(
                 replay(),
                 media_type=media,
-                headers={
-                    "Server-Timing": f"cache;desc=hit, first_chunk;dur={first_ns / NS_PER_MS:.3f}",
-                    "X-Sample-Rate": str(rate),
-                },
+                headers={"Server-Timing": f"cache;desc=hit;{lookup}", "X-Sample-Rate": str(rate)},
             )
         metrics.cache_misses.inc()
         # seed 004's server-side request flow, on the trace core
-        trace = Trace(start_ns=received)
-        trace.event(ServerEvent.REQUEST_RECEIVED, t_ns=received)
         trace.event(ServerEvent.PROCESSING_START)
         chunks = iterate_in_threadpool(iter(eng.tts.stream(req.input)))
         trace.event(ServerEvent.INFERENCE_START)
-        first = await anext(chunks, None)  # headers wait for real audio, so Server-Timing is honest
-        trace.event(ServerEvent.FIRST_CHUNK_GENERATED)
-        first_ns = time.perf_counter_ns() - received
-        metrics.ttfa_seconds.labels(cache="miss").observe(first_ns / 1e9)
+        first = await anext(chunks, None)  # headers wait for real audio, so first_chunk is honest
+        first_chunk_ns = trace.event(ServerEvent.FIRST_CHUNK_GENERATED).t_ns - received
         rate = eng.tts.sample_rate
+        produced: list[bytes] = []
 
         async def body() -> AsyncIterator[bytes]:
-            produced: list[bytes] = []
-            if req.response_format == "wav":
-                yield _wav_header(rate)
-            if first is not None:
-                produced.append(first.pcm16_bytes())
-                yield produced[-1]
+            piece = (_wav_header(rate) if req.response_format == "wav" else b"") + (
+                first.pcm16_bytes() if first is not None else b""
+            )
+            if piece:
+                produced.append(piece)
+                yield piece
             async for chunk in chunks:
                 trace.event(ServerEvent.AUDIO_CHUNK_GENERATED)
                 produced.append(chunk.pcm16_bytes())
@@ -459,29 +525,13 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
             trace.event(ServerEvent.INFERENCE_COMPLETE)
             trace.event(ServerEvent.AUDIO_GENERATION_COMPLETE)
             cache.put(key, produced, rate)  # only a complete phrase is cached
-            trace.finish()
-            trace.event(ServerEvent.REQUEST_COMPLETE, t_ns=trace.end_ns)
-            metrics.request_seconds.labels(endpoint="speech").observe((trace.end_ns - received) / 1e9)
-            timing_log.info(
-                json.dumps(
-                    {
-                        "name": "speech_timing",
-                        "request": trace.request_id,
-                        "chunks": len(produced),
-                        "events_ms": {
-                            e.name: round((e.t_ns - received) / NS_PER_MS, 3) for e in trace.events
-                        },
-                    }
-                )
-            )
 
+        rc.on_complete(done("miss", produced))
+        first_chunk = f"first_chunk;dur={first_chunk_ns / NS_PER_MS:.3f}"
         return StreamingResponse(
             body(),
             media_type=media,
-            headers={
-                "Server-Timing": f"cache;desc=miss, first_chunk;dur={first_ns / NS_PER_MS:.3f}",
-                "X-Sample-Rate": str(rate),
-            },
+            headers={"Server-Timing": f"cache;desc=miss;{lookup}, {first_chunk}", "X-Sample-Rate": str(rate)},
         )
 
     @app.post("/v1/jobs", status_code=202, responses=_errors(400, 413, 415, 422, 503))

@@ -9,7 +9,8 @@ __all__ = ["PhraseCache"]
 
 
 class PhraseCache:
-    """Synthesised audio chunks of whole phrases; evicts least recently used entries over ``max_bytes``."""
+    """Whole synthesised phrases as the response body pieces first sent for them (a WAV header
+    included in the first); evicts least recently used entries over ``max_bytes``."""
 
     def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes

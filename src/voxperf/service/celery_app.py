@@ -3,7 +3,8 @@
 API servers call :func:`enqueue` after ``store.create``; workers on any machine run
 ``voxperf worker --queue redis://...`` (:func:`run_worker`). One task, ``voxperf.process_job(job_id)``,
 claims the job in the store, runs it with the same :func:`~voxperf.service.worker.transcribe_bytes` as
-the embedded queue, and records the outcome.
+the embedded queue, and records the outcome; a recorded completion writes the job's ``pipeline_timing``
+line on the worker's stderr.
 
 Delivery is at-least-once, execution effectively once:
 
@@ -50,7 +51,8 @@ from kombu.exceptions import OperationalError
 from voxperf.errors import AudioError, StoreRemoteError, UsageError, VoxperfError
 from voxperf.service.jobs import Job
 from voxperf.service.redis_jobs import RedisJobStore, redact_url
-from voxperf.service.worker import stage_ms, transcribe_bytes
+from voxperf.service.timing import configure_timing_log
+from voxperf.service.worker import Transcription, stage_ms, transcribe_bytes
 
 __all__ = [
     "QUEUE",
@@ -269,12 +271,14 @@ def run_claimed_job(
 ) -> Job | None:
     """Run an already-claimed job and record the outcome; mirrors :func:`worker.process_job` after
     its claim (bad audio fails at once, other errors requeue until ``MAX_ATTEMPTS``)."""
+    recorded: Transcription | None = None
     try:
         data = store.audio(job.id)
         if data is None:
             raise AudioError("the job's audio is gone", "submit the job again")
-        transcript, trace, _ = transcribe_bytes(engines, data, level=job.level, max_duration_s=max_duration_s)
-        store.complete(job.id, transcript.text, stage_ms(trace), worker=worker)
+        result = transcribe_bytes(engines, data, level=job.level, max_duration_s=max_duration_s)
+        if store.complete(job.id, result.transcript.text, stage_ms(result.trace), worker=worker):
+            recorded = result
     except StoreRemoteError:
         raise  # the store itself is unreachable: recording a failure would fail too
     except (AudioError, UsageError) as exc:
@@ -284,6 +288,8 @@ def run_claimed_job(
     except Exception as exc:  # an engine crash: retried, then failed with its reason
         log.exception("job %s failed", job.id)
         store.fail(job.id, f"{type(exc).__name__}: {exc}", worker=worker)
+    if recorded is not None:  # one pipeline_timing line, on this worker's stderr
+        recorded.log_timing(session_id=job.id)
     return store.get(job.id)
 
 
@@ -459,6 +465,7 @@ def run_worker(url: str, *, concurrency: int = 1, loglevel: str = "info") -> Non
         raise UsageError(f"bad concurrency {concurrency}", "use 1 or more worker processes")
     app = make_celery(url)
     _store_for(app)  # fail now, with the URL, if Redis is not there
+    configure_timing_log()  # before Celery takes over the root logger and redirects stderr
     if concurrency == 1:
         worker_engines()
     else:

@@ -1,4 +1,9 @@
-"""Prometheus metrics of the service: ``voxperf_`` prefix, base units, histograms, low cardinality."""
+"""Prometheus metrics of the service: ``voxperf_`` prefix, base units, histograms, low cardinality.
+
+Request clocks are the server's side of the wire (:class:`~voxperf.service.timing.ResponseClock`):
+they start when the app is called for a request and stop when uvicorn's ``send()`` has returned
+for a response body message, i.e. the bytes were written to the connection's transport.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 __all__ = ["ServiceMetrics"]
 
-_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class ServiceMetrics:
@@ -23,14 +28,16 @@ class ServiceMetrics:
         )
         self.request_seconds = Histogram(
             "voxperf_request_duration_seconds",
-            "Server time of a synchronous request",
-            ["endpoint"],
+            "Request start (app called) to the last response body byte handed to the transport; "
+            "every HTTP response, by route name and status code",
+            ["endpoint", "code"],
             buckets=_BUCKETS,
             registry=self.registry,
         )
-        self.ttfa_seconds = Histogram(
-            "voxperf_tts_first_chunk_seconds",
-            "Request received to first synthesised chunk",
+        self.first_byte_seconds = Histogram(
+            "voxperf_tts_first_byte_seconds",
+            "Speech: request start (app called) to the first audio body bytes handed to the transport "
+            "(not the response headers), by phrase-cache hit or miss",
             ["cache"],
             buckets=_BUCKETS,
             registry=self.registry,

@@ -3,7 +3,8 @@
 :func:`transcribe_bytes` is the traced request path (decode → resample → stt → rewrite). The
 :func:`process_job` step claims one job, runs it and records the outcome, and is what both the
 embedded worker threads (:class:`EmbeddedQueue`) and the Celery task call, so behaviour is the same
-whichever queue runs it.
+whichever queue runs it: a job whose completion is recorded logs one ``pipeline_timing`` line
+(:func:`~voxperf.service.timing.log_pipeline_timing`) in the process that ran it.
 """
 
 from __future__ import annotations
@@ -11,20 +12,44 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from voxperf.audio.codec import decode, resample
 from voxperf.engines.base import Transcript
 from voxperf.errors import AudioError, UsageError, VoxperfError
 from voxperf.service.jobs import Job, JobStore
+from voxperf.service.timing import log_pipeline_timing
 from voxperf.trace.core import Trace
 from voxperf.trace.metrics import NS_PER_MS
 from voxperf.trace.stages import ServerEvent, Stage
 
-__all__ = ["MIN_DURATION_S", "EmbeddedQueue", "process_job", "transcribe_bytes"]
+__all__ = ["MIN_DURATION_S", "EmbeddedQueue", "Transcription", "process_job", "transcribe_bytes"]
 
 log = logging.getLogger("voxperf.service")
 MIN_DURATION_S = 0.1
+
+
+@dataclass(slots=True)
+class Transcription:
+    """One traced transcription of uploaded bytes (the text stays out of telemetry)."""
+
+    transcript: Transcript
+    trace: Trace  # request start (``start_ns``) → transcript ready
+    level: str
+    input_audio_s: float  # duration of the decoded upload
+    original_bytes: int  # 16-bit PCM bytes given to STT (seed 000's ``original_bytes``)
+    encoded_bytes: int = 0  # the service hands STT the PCM; nothing is re-encoded
+
+    def log_timing(self, session_id: str | None = None) -> None:
+        """Log this finished dictation's ``pipeline_timing`` line (the exporter's event)."""
+        log_pipeline_timing(
+            self.trace,
+            processing_level=self.level,
+            original_bytes=self.original_bytes,
+            encoded_bytes=self.encoded_bytes,
+            session_id=session_id,
+        )
 
 
 def transcribe_bytes(
@@ -34,7 +59,7 @@ def transcribe_bytes(
     level: str = "raw",
     max_duration_s: float = 600.0,
     start_ns: int | None = None,
-) -> tuple[Transcript, Trace, float]:
+) -> Transcription:
     """Decode, resample, transcribe (and rewrite unless raw) uploaded bytes, traced from ``start_ns``."""
     trace = Trace(start_ns=start_ns)
     trace.event(ServerEvent.REQUEST_RECEIVED, t_ns=trace.start_ns)
@@ -55,7 +80,7 @@ def transcribe_bytes(
                 engines.rewriter.rewrite(transcript.text, level), transcript.language, transcript.segments
             )
     trace.finish()
-    return transcript, trace, audio.duration_s
+    return Transcription(transcript, trace, level, audio.duration_s, speech.num_samples * 2)
 
 
 def stage_ms(trace: Trace) -> dict[str, float]:
@@ -83,12 +108,15 @@ def process_job(
     if job is None:
         return None
     trace: Trace | None = None
+    recorded: Transcription | None = None
     try:
         data = store.audio(job.id)
         if data is None:
             raise AudioError("the job's audio is gone", "submit the job again")
-        transcript, trace, _ = transcribe_bytes(engines, data, level=job.level, max_duration_s=max_duration_s)
-        store.complete(job.id, transcript.text, stage_ms(trace))
+        result = transcribe_bytes(engines, data, level=job.level, max_duration_s=max_duration_s)
+        trace = result.trace
+        if store.complete(job.id, result.transcript.text, stage_ms(trace)):
+            recorded = result
     except (AudioError, UsageError) as exc:
         store.fail(job.id, exc.message, permanent=True)
     except VoxperfError as exc:
@@ -96,6 +124,8 @@ def process_job(
     except Exception as exc:  # an engine crash: retried, then failed with its reason
         log.exception("job %s failed", job.id)
         store.fail(job.id, f"{type(exc).__name__}: {exc}")
+    if recorded is not None:  # outside the try: telemetry never fails a finished job
+        recorded.log_timing(session_id=job.id)
     final = store.get(job.id)
     if on_done is not None and final is not None:
         on_done(final, trace)
