@@ -139,7 +139,9 @@ def test_speech_ttfa_counts_from_request_start_to_first_audible_chunk() -> None:
     assert res.leading_silence_s == pytest.approx(0.5, abs=0.01)
     assert res.chunks == 3
     assert res.audio_s == pytest.approx(1.5)
-    assert res.streaming_efficiency == pytest.approx(res.audio_s / (res.streaming_ns / 1e9))
+    # the TTS is far faster than real time: a real-time player never stalls
+    assert res.playout is not None and res.playout.stall_count == 0
+    assert res.streaming_efficiency == 1.0
     assert res.rtfx == pytest.approx(res.audio_s / (res.generation_ns / 1e9))
     assert stage_ns(trace, Stage.SYNTHESIZE) >= 30 * 1_000_000  # 10 ticks per chunk inside the engine
     assert [s.name for s in trace.spans] == ["synthesize", "sink"] * 3

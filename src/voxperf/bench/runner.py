@@ -315,11 +315,7 @@ def run_bench(
         if isolate:
             out = _run_lane_in_worker(lane, config, fixtures, progress)
         else:
-            try:
-                out = _run_lane(lane, config, fixtures, progress, engines=engines)
-            except KeyboardInterrupt:  # between requests of an inline lane: nothing to keep
-                interrupted = True
-                break
+            out = _run_lane(lane, config, fixtures, progress, engines=engines)
         lanes[lane] = out.lane
         traces.extend(out.traces)
         timing_events.extend(out.timing_events)
@@ -396,6 +392,10 @@ def _run_lane_in_worker(
         while True:
             try:
                 message = channel.get(timeout=0.5)
+                if message[0] == "progress":
+                    if progress:
+                        progress(message[1], message[2])
+                    continue
             except queue_module.Empty:
                 if not proc.is_alive():
                     raise EngineError(
@@ -406,19 +406,14 @@ def _run_lane_in_worker(
             except KeyboardInterrupt:
                 if stop.is_set():  # second Ctrl-C: give up on the lane
                     raise
-                stop.set()
+                stop.set()  # the worker stops after the request in flight and sends what it has
                 continue
-            kind = message[0]
-            if kind == "progress":
-                if progress:
-                    progress(message[1], message[2])
-            elif kind == "done":
+            if message[0] == "done":
                 out: _LaneOutput = message[1]
                 out.interrupted = out.interrupted or stop.is_set()
                 return out
-            else:
-                cls = getattr(errors, message[1], EngineError)
-                raise cls(message[2], message[3])
+            cls = getattr(errors, message[1], EngineError)
+            raise cls(message[2], message[3])
     finally:
         proc.join(timeout=10)
         if proc.is_alive():
@@ -520,7 +515,11 @@ def _run_lane(
             pipeline, fx, level = job
             if progress:
                 where = f"{pipeline} · {fx.name}" + (f" · {level}" if level else "")
-                progress(f"{label} · {where} · {phase}", 1)
+                with _interruptible() as cut:
+                    progress(f"{label} · {where} · {phase}", 1)
+                if cut:
+                    interrupted = True
+                    break
             if (pipeline, fx.name) in failed:
                 continue
             with _capture_failure(failures, failed, pipeline, fx.name, level), _interruptible() as cut:
