@@ -170,7 +170,7 @@ def test_json_on_stdout(tone_dir: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["schemaVersion"] == 1
+    assert data["schemaVersion"] == 2
     assert list(data["lanes"]) == ["codepath"]
 
 

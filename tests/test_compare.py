@@ -241,20 +241,75 @@ def test_gate_cli_exit_codes(injected: tuple[Path, Path], tmp_path: Path) -> Non
 
 
 def test_metric_missing_for_some_fixtures_is_compared_on_the_rest() -> None:
-    """WER exists only where a transcript exists: fixtures must not be paired by position."""
+    """A metric present only for some fixtures (TTFA needs audible audio, RTFx a real engine) must
+    not be paired by position."""
     base = synthetic({"a": [50.0] * 5, "b": [60.0] * 5, "c": [70.0] * 5})
     head = synthetic({"a": [50.0] * 5, "b": [60.0] * 5, "c": [70.0] * 5})
     data = {}
-    for name, result, wers in (("base", base, {"a": 0.1}), ("head", head, {"b": 0.3, "a": 0.1})):
+    for name, result, values in (("base", base, {"a": 10.0}), ("head", head, {"b": 30.0, "a": 10.0})):
         d = result.model_dump(mode="json")
         for run in d["lanes"]["codepath"]["runs"]:
-            if run["fixture"] in wers:
-                run["metrics"]["wer"] = wers[run["fixture"]]
+            if run["fixture"] in values:
+                run["metrics"]["stt_rtfx"] = values[run["fixture"]]
         data[name] = parse_result(d)
     c = compare_results(data["base"], data["head"], resamples=100)
-    wer_rows = [r for r in c.rows if r.metric == "wer"]
-    assert wer_rows and {r.fixture for r in wer_rows} == {None}  # only fixture a has WER on both sides
-    assert all(r.delta.base == r.delta.head == pytest.approx(0.1) for r in wer_rows)
+    rtfx_rows = [r for r in c.rows if r.metric == "stt_rtfx"]
+    assert rtfx_rows and {r.fixture for r in rtfx_rows} == {None}  # only fixture a has it on both sides
+    assert all(r.delta.base == r.delta.head == pytest.approx(10.0) for r in rtfx_rows)
+
+
+def _with_wer(result: BenchResult, edits: dict[str, int], words: int = 20) -> BenchResult:
+    """``result`` with a corpus-WER record in its lane: ``edits`` substitutions per utterance."""
+    d = result.model_dump(mode="json")
+    utterances = [
+        {
+            "fixture": name,
+            "wer": e / words,
+            "substitutions": e,
+            "deletions": 0,
+            "insertions": 0,
+            "hits": words - e,
+            "referenceWords": words,
+            "iterations": 1,
+        }
+        for name, e in edits.items()
+    ]
+    total = sum(edits.values())
+    d["lanes"]["codepath"]["wer"] = [
+        {
+            "pipeline": "dictation",
+            "level": "raw",
+            "normalizer": "whisper-english",
+            "corpusWer": total / (words * len(edits)),
+            "ci95": [0.0, 1.0],
+            "substitutions": total,
+            "deletions": 0,
+            "insertions": 0,
+            "hits": words * len(edits) - total,
+            "referenceWords": words * len(edits),
+            "utterances": utterances,
+        }
+    ]
+    return parse_result(d)
+
+
+def test_corpus_wer_compared_on_paired_utterances() -> None:
+    names = ["a", "b", "c", "d", "e"]
+    plain = synthetic({n: [50.0] * 5 for n in names})
+    base = _with_wer(plain, {"a": 1, "b": 0, "c": 2, "d": 0, "e": 1})
+    same = compare_results(base, _with_wer(plain, {"a": 1, "b": 0, "c": 2, "d": 0, "e": 1}), resamples=200)
+    (row,) = [r for r in same.rows if r.metric == "wer"]
+    assert (row.stat, row.verdict, row.delta.abs) == ("corpus", "unchanged", 0.0)
+    # two of five utterances now entirely wrong: corpus WER 4 % -> 42 %, an error-level regression
+    worse = compare_results(base, _with_wer(plain, {"a": 20, "b": 20, "c": 2, "d": 0, "e": 1}), resamples=200)
+    (row,) = [r for r in worse.rows if r.metric == "wer"]
+    assert row.delta.head == pytest.approx(43 / 100) and row.delta.base == pytest.approx(4 / 100)
+    assert row.verdict == "regression" and row.severity == "error" and worse.failed
+    # a different normaliser is not comparable
+    d = base.model_dump(mode="json")
+    d["lanes"]["codepath"]["wer"][0]["normalizer"] = "basic"
+    other = compare_results(parse_result(d), base, resamples=100)
+    assert not [r for r in other.rows if r.metric == "wer"] and any("normalisers" in s for s in other.skipped)
 
 
 def test_touched_files_mapped_and_hostile_commits_refused(tmp_path: Path) -> None:

@@ -128,12 +128,17 @@ def test_bench_reports_corpus_wer_with_counts_and_hypotheses(tmp_path: Path, nor
 
 
 def test_no_text_keeps_transcripts_out_of_the_result(tmp_path: Path) -> None:
-    canary = "canary words nobody may read"
+    canary = "zebra quartz nebula"  # private words in the reference transcripts
+    d = tmp_path / "private"
+    d.mkdir()
+    for i in range(2):
+        write_tone(d / f"p{i}.wav", 0.5, 16_000)
+        (d / f"p{i}.txt").write_text(f"{canary} number {i}\n")
     config = BenchConfig(
         lanes=("provider",),
         pipelines=("dictation",),
-        fixtures=_fixture_dir(tmp_path),
-        stt=f"fake:text={canary}",
+        fixtures=d,
+        stt="fake",  # says words of its own word list: the hypotheses
         vad="none",
         levels=("raw",),
         iterations=1,
@@ -143,8 +148,10 @@ def test_no_text_keeps_transcripts_out_of_the_result(tmp_path: Path) -> None:
     )
     result = run_bench(config, isolate=False).result
     text = result.model_dump_json()
-    assert canary not in text and "Brown" not in text
-    assert result.lanes["provider"].wer[0].corpusWer > 0  # still scored
+    assert "zebra" not in text and "quartz" not in text
+    (record,) = result.lanes["provider"].wer
+    assert all(u.hypothesis is None for u in record.utterances)
+    assert record.corpusWer > 0 and record.referenceWords == 2 * 5  # still scored
 
 
 def test_unknown_normaliser_is_a_usage_error() -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+
 from voxperf.bench import stats
 from voxperf.bench.catalog import METRIC_BETTER, METRIC_UNITS
 from voxperf.bench.runner import (
@@ -28,6 +30,7 @@ from voxperf.bench.runner import (
 )
 from voxperf.engines.registry import redact_spec
 from voxperf.errors import UsageError, VoxperfError
+from voxperf.trace.metrics import word_errors
 
 __all__ = ["AB_KEYS", "ABRow", "parse_vs", "run_ab"]
 
@@ -83,7 +86,8 @@ class ABRow:
     def verdict(self) -> str:
         lo, hi = self.ratio_ci
         neutral = 1.0 if self.kind == "ratio" else 0.0
-        if self.pairs < 3 or lo <= neutral <= hi:
+        exact = lo == hi  # deterministic WER: the change on these utterances is exact, not estimated
+        if (self.pairs < 3 and not exact) or lo <= neutral <= hi:
             return "no significant difference"
         lower_in_b = hi < neutral
         return "B better" if lower_in_b == (METRIC_BETTER[self.metric] == "lower") else "B worse"
@@ -104,6 +108,47 @@ class ABRow:
         }
 
 
+def _wer_rows(
+    said: dict[tuple[str, str, str], list[str]],
+    fixtures: list[Any],
+    config: BenchConfig,
+    failed: dict[str, str],
+) -> list[ABRow]:
+    """Corpus WER of A and B per level and B − A on the same utterances: exact when every iteration
+    transcribed alike on both sides, else a paired bootstrap CI over utterances."""
+    rows = []
+    for level in config.levels:
+        names = [
+            f.name
+            for f in fixtures
+            if f.text
+            and f.name not in failed
+            and ("A", level, f.name) in said
+            and ("B", level, f.name) in said
+        ]
+        if not names:
+            continue
+        texts = {f.name: f.text for f in fixtures}
+        norm = config.normalizer
+        edits = {
+            side: np.array(
+                [word_errors(texts[n], said[(side, level, n)][0], norm).edits for n in names], float
+            )
+            for side in ("A", "B")
+        }
+        words = np.array([word_errors(texts[n], "", norm).reference_words for n in names], float)
+        a, b = float(edits["A"].sum() / words.sum()), float(edits["B"].sum() / words.sum())
+        if all(len(set(said[(side, level, n)])) == 1 for side in ("A", "B") for n in names):
+            ci = (b - a, b - a)
+        else:
+            idx = np.random.default_rng(0).integers(0, len(names), size=(2000, len(names)))
+            boot = (edits["B"][idx].sum(axis=1) - edits["A"][idx].sum(axis=1)) / words[idx].sum(axis=1)
+            lo, hi = np.quantile(boot, (0.025, 0.975))
+            ci = (float(lo), float(hi))
+        rows.append(ABRow("dictation", level, "wer", "ratio", len(names), a, b, b - a, ci, "difference"))
+    return rows
+
+
 def run_ab(
     config: BenchConfig, overrides: dict[str, str], *, progress: Progress | None = None
 ) -> tuple[list[ABRow], dict[str, Any]]:
@@ -121,6 +166,7 @@ def run_ab(
         sides[name] = (dictation, speech, [r.model_dump() for r in records])
     samples: dict[tuple[str, str | None, str], dict[str, list[float]]] = {}
     failed: dict[str, str] = {}  # fixture -> why it was skipped
+    said: dict[tuple[str, str, str], list[str]] = {}  # (side, level, fixture) -> delivered texts
     total = (
         (config.warmup + config.iterations)
         * 2
@@ -148,9 +194,11 @@ def run_ab(
                     dictation, speech, _ = sides[side]
                     if pipeline == "dictation":
                         assert dictation is not None
-                        rec, _ = _dictation_run(
+                        rec, res = _dictation_run(
                             dictation, payloads[fx.name], fx, level or "raw", it, warm, "provider"
                         )
+                        if not warm and fx.text:
+                            said.setdefault((side, level or "raw", fx.name), []).append(res.text)
                     else:
                         assert speech is not None
                         rec, _ = _speech_run(speech, fx, it, warm, "provider")
@@ -196,6 +244,7 @@ def run_ab(
                 kind,
             )
         )
+    rows.extend(_wer_rows(said, fixtures, config, failed))
     meta = {
         "a": {k: redact_spec(str(getattr(config, k))) for k in AB_KEYS},
         "b": {k: redact_spec(str(getattr(config_b, k))) for k in AB_KEYS},

@@ -443,7 +443,9 @@ def _wer_rows(
 ) -> list[MetricComparison]:
     """Corpus WER, head − base, on the utterances both sides scored with the same normaliser.
 
-    The CI is a paired bootstrap over utterances (the same utterances resampled on both sides)."""
+    WER is deterministic per configuration: when every iteration on both sides gave the same
+    transcript, the change on these utterances is exact (CI = the change itself). When iterations
+    disagreed, the CI is a paired bootstrap over utterances."""
     bfx, hfx = _fixture_weights(base), _fixture_weights(head)
     rows: list[MetricComparison] = []
     for lane_name, hlane in head.lanes.items():
@@ -470,10 +472,18 @@ def _wer_rows(
             h_edits = np.array([h.substitutions + h.deletions + h.insertions for _, h in pairs], float)
             words = np.array([h.referenceWords for _, h in pairs], float)
             b_val, h_val = b_edits.sum() / words.sum(), h_edits.sum() / words.sum()
-            rng = np.random.default_rng(0)
-            idx = rng.integers(0, len(pairs), size=(resamples, len(pairs)))
-            boot = (h_edits[idx].sum(axis=1) - b_edits[idx].sum(axis=1)) / words[idx].sum(axis=1)
-            lo, hi = (float(v) for v in np.quantile(boot, (0.025, 0.975)))
+            deterministic = all(u.distinctHypotheses == 1 for pair in pairs for u in pair)
+            if deterministic:
+                # every iteration transcribed alike on both sides: the change on these utterances
+                # is not an estimate, it is exact (no run-to-run noise to test against)
+                lo = hi = h_val - b_val
+                how = "transcripts deterministic on both sides: exact change"
+            else:  # paired bootstrap over utterances (the same utterances resampled on both sides)
+                rng = np.random.default_rng(0)
+                idx = rng.integers(0, len(pairs), size=(resamples, len(pairs)))
+                boot = (h_edits[idx].sum(axis=1) - b_edits[idx].sum(axis=1)) / words[idx].sum(axis=1)
+                lo, hi = (float(v) for v in np.quantile(boot, (0.025, 0.975)))
+                how = "iterations disagree: CI by paired bootstrap over utterances"
             delta = stats.Delta(
                 b_val, h_val, h_val - b_val, (h_val / b_val - 1.0) if b_val else None, (lo, hi), None
             )
@@ -494,7 +504,7 @@ def _wer_rows(
                     delta,
                     verdict,
                     severity,
-                    why + f" ({len(pairs)} utterances, {n_words} reference words)",
+                    why + f" ({len(pairs)} utterances, {n_words} reference words; {how})",
                 )
             )
     return rows
