@@ -118,9 +118,10 @@ def test_provider_lane_real_engines_on_builtin_fixture(tmp_path: Path) -> None:
         assert w.corpusWer < 0.2 and w.normalizer == "whisper-english"
         assert w.utterances[0].hypothesis  # what the engine heard is kept
     for r in dictation:
-        assert r.metrics["stt_rtfx"] < r.metrics["stt_rtfx_trimmed"] or r.metrics["audio_s"] == r.metrics[
-            "trimmed_audio_s"
-        ]  # the VAD trims, so per input second the engine looks slower
+        assert (
+            r.metrics["stt_rtfx"] < r.metrics["stt_rtfx_trimmed"]
+            or r.metrics["audio_s"] == r.metrics["trimmed_audio_s"]
+        )  # the VAD trims, so per input second the engine looks slower
         assert r.stagesNs["stt"] > 1_000_000  # a real model takes real time
         assert list(r.stagesNs) == ["decode", "resample", "vad", "encode", "stt", "rewrite", "paste"]
     speech = [r for r in lane.runs if r.pipeline == "speech"]

@@ -29,7 +29,10 @@ def _config(tone_dir: Path, **kw: object) -> BenchConfig:
 def test_each_lane_runs_in_its_own_worker_process(tone_dir: Path) -> None:
     outcome = run_bench(_config(tone_dir, lanes=("provider", "codepath")))
     lanes = outcome.result.lanes
-    assert {name: lane.process for name, lane in lanes.items()} == {"provider": "worker", "codepath": "worker"}
+    assert {name: lane.process for name, lane in lanes.items()} == {
+        "provider": "worker",
+        "codepath": "worker",
+    }
     # every request came back from the workers, with its raw stage times
     for lane in lanes.values():
         assert len(lane.runs) == 3 * (3 + 2)  # 3 iterations × (3 dictation fixtures + 2 with a transcript)

@@ -9,6 +9,15 @@ phoneme durations (``noise_w``), so with the voice's own values two runs give di
 *and different lengths*, which moves real-time factors and makes cached fixtures irreproducible.
 voxperf sets both to 0 unless asked otherwise; pass ``noise_scale=0.667,noise_w=0.8`` (the usual
 voice defaults) or ``noise_scale=voice,noise_w=voice`` to get the voice's own sampling back.
+
+No spinning by default: ``PiperVoice.load`` gives ONNX Runtime's default session options, whose
+intra-op worker threads busy-wait after every run (about 30 ms of a core per sentence here). In
+a process that runs another engine next (the bench's provider lane: Piper, then Silero and
+faster-whisper), that spin steals a core from the next stage: an stt stage started right after a
+Piper sentence took 3.0 % [2.1, 4.3] longer than one started 250 ms later, and 0 % with spinning
+off (2 vCPU, 80 pairs). Piper itself was also faster without it on that busy machine (first chunk
+0.73×, whole text 0.72×). ``spinning=true`` restores ONNX Runtime's default; ``threads`` sets the
+session's intra-op threads (0 = ONNX Runtime's default, one per physical core).
 """
 
 from __future__ import annotations
@@ -38,7 +47,8 @@ class PiperTTS:
     Options (strings from an engine spec, or typed values): ``voice`` (name or ``.onnx`` path),
     ``length_scale`` (> 0; < 1 speaks faster; default: the voice's), ``noise_scale`` and
     ``noise_w`` (>= 0 or ``voice``; default 0 = deterministic), ``speaker`` (id or name, for
-    multi-speaker voices) and ``use_cuda``.
+    multi-speaker voices), ``use_cuda``, ``threads`` (ONNX Runtime intra-op threads, 0 = its
+    default) and ``spinning`` (let those threads busy-wait between runs; default false).
     """
 
     def __init__(
@@ -49,11 +59,15 @@ class PiperTTS:
         noise_w: str | float | None = 0.0,
         speaker: str | int | None = None,
         use_cuda: str | bool = False,
+        threads: str | int = 0,
+        spinning: str | bool = False,
     ) -> None:
         length = _parse_float("length_scale", length_scale, minimum=0.0, inclusive=False)
         noise = _parse_float("noise_scale", noise_scale, minimum=0.0)
         noise_width = _parse_float("noise_w", noise_w, minimum=0.0)
         cuda = parse_bool("piper", "use_cuda", use_cuda)
+        intra_threads = _parse_threads(threads)
+        spin = parse_bool("piper", "spinning", spinning)
         resolved = resolve_piper_voice(voice)
         # Check the speaker against the voice's config before paying for the ONNX session.
         voice_config = _read_voice_config(resolved.path)
@@ -64,13 +78,15 @@ class PiperTTS:
             resolved.name,
         )
         try:
-            from piper import PiperVoice, SynthesisConfig
+            from piper import SynthesisConfig
         except ImportError as exc:
             raise DependencyMissingError(
                 f"the piper engine needs the piper-tts package ({exc})", "pip install piper-tts"
             ) from exc
         try:
-            self._voice = PiperVoice.load(resolved.path, use_cuda=cuda)
+            self._voice = _load_voice(
+                resolved.path, voice_config, cuda=cuda, threads=intra_threads, spinning=spin
+            )
         except Exception as exc:  # onnxruntime and JSON errors vary; all mean the voice did not load
             raise EngineError(
                 f"Piper could not load voice {resolved.path}: {exc}",
@@ -94,6 +110,8 @@ class PiperTTS:
                 "noise_w": config.noise_w_scale if noise_width is None else noise_width,
                 "speaker": speaker_id,
                 "use_cuda": cuda,
+                "threads": intra_threads,
+                "spinning": spin,
                 "sample_rate": self.sample_rate,
                 "deterministic": noise == 0.0 and noise_width == 0.0,
             },
@@ -123,6 +141,36 @@ class PiperTTS:
         """Synthesise one short sentence so the first measured call pays no session start-up."""
         for _ in self.stream(_WARMUP_TEXT):
             pass
+
+
+def _load_voice(model: Path, config: dict[str, Any], *, cuda: bool, threads: int, spinning: bool) -> Any:
+    """``PiperVoice.load`` with our ONNX Runtime session options (``load`` accepts none)."""
+    import onnxruntime
+    from piper import PiperConfig, PiperVoice
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    providers: list[Any] = (
+        [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})]  # as PiperVoice.load
+        if cuda
+        else ["CPUExecutionProvider"]
+    )
+    session = onnxruntime.InferenceSession(str(model), sess_options=options, providers=providers)
+    return PiperVoice(session=session, config=PiperConfig.from_dict(config), download_dir=Path.cwd())
+
+
+def _parse_threads(value: str | int) -> int:
+    """ONNX Runtime intra-op threads: a whole number >= 0 (0 = its default)."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = -1
+    if isinstance(value, bool) or number < 0:
+        raise UsageError(
+            f"piper option threads={value!r} is not a whole number >= 0", "e.g. threads=1 (0 = default)"
+        )
+    return number
 
 
 def _read_voice_config(model: Path) -> dict[str, Any]:
