@@ -130,7 +130,9 @@ def _lane_table(lane: LaneResult) -> Table:
     table.caption = (
         "p95/p99 need n≥40/n≥200 (effective) samples; CI = 95% of the p50; aggregates: quantiles of "
         "the fixtures' mixture weighted by audio duration; noisy = the CI is wider than a change the "
-        "gate flags; wer = corpus WER (Σ edits ÷ Σ reference words)\n"
+        "gate flags; wer = corpus WER (Σ edits ÷ Σ reference words"
+        + (f", {lane.wer[0].normalizer} normaliser" if lane.wer else "")
+        + ")\n"
         f"peak RSS {r.peakRssBytes / 2**20:.0f} MiB · CPU {r.cpuUserS + r.cpuSystemS:.1f} s "
         f"({r.cpuPercent:.0f}% of one core) over {r.wallS:.1f} s · {engines}"
     )
@@ -143,10 +145,7 @@ def _wer_row(table: Table, lane: LaneResult, level: str | None) -> None:
         if w.level != level or w.pipeline != "dictation":
             continue
         lo, hi = w.ci95
-        note = (
-            f"S {w.substitutions} D {w.deletions} I {w.insertions} / {w.referenceWords} words "
-            f"({w.normalizer})"
-        )
+        note = f"S {w.substitutions} D {w.deletions} I {w.insertions} of {w.referenceWords} words"
         if w.notes:
             note += " · iterations disagree"
         table.add_row(
@@ -181,7 +180,7 @@ def render_result(result: BenchResult, console: Console) -> None:
                 markup=True,
             )
         for fl in lane.flags:
-            if fl.kind in ("fake", "no-audio", "load", "wer"):
+            if fl.kind in ("fake", "no-audio", "wer"):
                 console.print(
                     f"[bold red]{fl.kind}[/bold red] {escape(f'{lane.lane}: {fl.message}')}", markup=True
                 )
