@@ -34,6 +34,11 @@ _EXPORTS: dict[str, str] = {
     "rtfx": "voxperf.trace.metrics",
     "streaming_efficiency": "voxperf.trace.metrics",
     "wer": "voxperf.trace.metrics",
+    "word_errors": "voxperf.trace.metrics",
+    "WordErrors": "voxperf.trace.metrics",
+    "corpus_wer": "voxperf.trace.metrics",
+    "playout": "voxperf.trace.metrics",
+    "Playout": "voxperf.trace.metrics",
     "total_ns": "voxperf.trace.metrics",
     "total_stage_ns": "voxperf.trace.metrics",
     "stage_ns": "voxperf.trace.metrics",
@@ -60,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "load_result": "voxperf.bench.schema",
     "SCHEMA_VERSION": "voxperf.bench.schema",
     "summarize": "voxperf.bench.stats",
+    "mixture_quantile": "voxperf.bench.stats",
 }
 
 __all__ = ["__version__", *_EXPORTS]
