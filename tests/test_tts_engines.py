@@ -90,6 +90,26 @@ def test_piper_warmup_and_empty_text(piper) -> None:  # type: ignore[no-untyped-
             piper.stream(text)
 
 
+@pytest.mark.engines
+def test_piper_onnx_session_defaults_are_onnxruntimes(piper) -> None:  # type: ignore[no-untyped-def]
+    # as PiperVoice.load would run it, and recorded: the intra-op threads spin after every run
+    options = piper._voice.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.intra_op_num_threads == 0  # onnxruntime's default thread count
+    assert piper.info.settings["spinning"] is True and piper.info.settings["threads"] == 0
+
+
+@pytest.mark.engines
+def test_piper_spinning_and_threads_options() -> None:
+    # spinning=false keeps the intra-op threads off the cores once a sentence is done
+    engine = create_engine(parse_spec("tts", "piper:spinning=false,threads=1"))
+    options = engine._voice.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 1
+    assert engine.info.settings["spinning"] is False and engine.info.settings["threads"] == 1
+    assert sum(len(chunk.samples) for chunk in engine.stream("Call me tomorrow.")) > 0
+
+
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
@@ -98,6 +118,9 @@ def test_piper_warmup_and_empty_text(piper) -> None:  # type: ignore[no-untyped-
         ({"noise_scale": "-1"}, "out of range"),
         ({"noise_w": "nan"}, "out of range"),
         ({"use_cuda": "maybe"}, "boolean"),
+        ({"threads": "-1"}, "threads"),
+        ({"threads": "two"}, "threads"),
+        ({"spinning": "maybe"}, "boolean"),
     ],
 )
 def test_piper_bad_option_values_are_usage_errors(options: dict[str, str], needle: str) -> None:

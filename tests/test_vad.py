@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -165,6 +166,18 @@ def test_silero_accepts_read_only_and_strided_frames(silero: Any, speech: Audio)
     assert read_only.flags.writeable is False  # the caller's array is left alone
     with pytest.raises(UsageError, match="512"):
         silero.speech_prob(np.zeros(480, dtype=np.float32))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to count threads")
+def test_silero_creates_no_threads(speech: Audio) -> None:
+    # no thread pool: nothing can spin after a frame and steal a core from the next stage (STT)
+    from voxperf.engines.vad.silero import SileroVAD
+
+    before = {t.name for t in Path("/proc/self/task").iterdir()}
+    vad = SileroVAD()
+    speech_frames(vad, speech)
+    after = {t.name for t in Path("/proc/self/task").iterdir()}
+    assert after <= before
 
 
 def test_silero_threshold_option() -> None:

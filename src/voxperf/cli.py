@@ -310,6 +310,7 @@ def _run_bench_command(
         console=console,
         transient=True,
         disable=quiet,
+        auto_refresh=False,  # no 10 Hz refresh thread competing with the requests being timed
     )
     with progress:
         task = progress.add_task("preparing fixtures and engines", total=None)
@@ -318,6 +319,7 @@ def _run_bench_command(
             if total is not None:
                 progress.update(task, total=total)
             progress.update(task, description=description, advance=advance)
+            progress.refresh()  # between requests
 
         outcome = run_bench(config, progress=on_progress)
     result = outcome.result

