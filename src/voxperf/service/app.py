@@ -502,7 +502,7 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
                 headers={"Server-Timing": f"cache;desc=hit;{lookup}", "X-Sample-Rate": str(rate)},
             )
         metrics.cache_misses.inc()
-        # seed 004's server-side request flow, on the trace core
+        # the TTS logging plan's server-side request flow, on the trace core
         trace.event(ServerEvent.PROCESSING_START)
         chunks = iterate_in_threadpool(iter(eng.tts.stream(req.input)))
         trace.event(ServerEvent.INFERENCE_START)

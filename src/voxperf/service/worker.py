@@ -38,7 +38,7 @@ class Transcription:
     trace: Trace  # request start (``start_ns``) → transcript ready
     level: str
     input_audio_s: float  # duration of the decoded upload
-    original_bytes: int  # 16-bit PCM bytes given to STT (seed 000's ``original_bytes``)
+    original_bytes: int  # 16-bit PCM bytes given to STT (the pipeline_timing event's ``original_bytes``)
     encoded_bytes: int = 0  # the service hands STT the PCM; nothing is re-encoded
 
     def log_timing(self, session_id: str | None = None) -> None:
