@@ -806,3 +806,20 @@ def test_aggregate_p50_ci_covers_the_true_mixture_median_at_five_samples_per_fix
         woodruff.extend(hits)
     assert np.mean(woodruff) >= 0.93
     assert np.mean(percentile) < 0.93
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20), st.integers(1, 30)), min_size=1, max_size=12)
+)
+def test_paired_ratio_delta_is_the_corpus_change_and_mirrors(items: list[tuple[int, int, int]]) -> None:
+    base = [b for b, _, _ in items]
+    head = [h for _, h, _ in items]
+    words = [w for _, _, w in items]
+    delta, (lo, hi) = stats.paired_ratio_delta_ci(base, head, words, resamples=300)
+    assert delta == pytest.approx((sum(head) - sum(base)) / sum(words))
+    assert lo <= delta <= hi
+    back, (blo, bhi) = stats.paired_ratio_delta_ci(head, base, words, resamples=300)
+    assert back == pytest.approx(-delta) and (blo, bhi) == pytest.approx((-hi, -lo))
+    same, ci = stats.paired_ratio_delta_ci(base, base, words, resamples=300)
+    assert same == 0.0 and ci == (0.0, 0.0)

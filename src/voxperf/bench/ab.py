@@ -141,10 +141,7 @@ def _wer_rows(
         if all(len(set(said[(side, level, n)])) == 1 for side in ("A", "B") for n in names):
             ci = (b - a, b - a)
         else:
-            idx = np.random.default_rng(0).integers(0, len(names), size=(2000, len(names)))
-            boot = (edits["B"][idx].sum(axis=1) - edits["A"][idx].sum(axis=1)) / words[idx].sum(axis=1)
-            lo, hi = np.quantile(boot, (0.025, 0.975))
-            ci = (float(lo), float(hi))
+            _, ci = stats.paired_ratio_delta_ci(edits["A"], edits["B"], words)
         rows.append(ABRow("dictation", level, "wer", "ratio", len(names), a, b, b - a, ci, "difference"))
     return rows
 

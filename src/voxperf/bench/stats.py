@@ -137,6 +137,7 @@ __all__ = [
     "mixture_quantile",
     "mixture_quantile_ci",
     "noise_notes",
+    "paired_ratio_delta_ci",
     "quantile",
     "quantile_ci",
     "quantile_delta",
@@ -588,6 +589,40 @@ def ratio_of_sums_ci(
         start += idx.shape[0]
     lo, hi = _percentile_interval(boot, confidence)
     return min(lo, value), max(hi, value)
+
+
+def paired_ratio_delta_ci(
+    base_numerators: Samples,
+    head_numerators: Samples,
+    denominators: Samples,
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, tuple[float, float]]:
+    """head − base of sum(numerators) / sum(denominators) on the same items, with a paired bootstrap CI.
+
+    The items (utterances) are resampled once and used on both sides, so what the two runs share
+    cancels: the corpus-WER change of one engine against another on the same utterances.
+    Deterministic for a given seed."""
+    b = _as_samples(base_numerators, "base numerators")
+    h = _as_samples(head_numerators, "head numerators")
+    den = _as_samples(denominators, "denominators")
+    if not b.size == h.size == den.size:
+        raise ValueError("base numerators, head numerators and denominators must have one value per item")
+    if (den <= 0).any():
+        raise ValueError(f"denominators must be > 0, got {float(den.min())!r}")
+    _check_bootstrap_args(confidence, resamples)
+    delta = float((h.sum() - b.sum()) / den.sum())
+    if b.size == 1:
+        return delta, (delta, delta)
+    boot = np.empty(resamples, dtype=np.float64)
+    start = 0
+    for idx in _resample_indices(b.size, resamples, np.random.default_rng(seed)):
+        boot[start : start + idx.shape[0]] = (h[idx].sum(axis=1) - b[idx].sum(axis=1)) / den[idx].sum(axis=1)
+        start += idx.shape[0]
+    lo, hi = _percentile_interval(boot, confidence)
+    return delta, (min(lo, delta), max(hi, delta))
 
 
 @dataclass(frozen=True, slots=True)

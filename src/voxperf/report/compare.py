@@ -479,10 +479,7 @@ def _wer_rows(
                 lo = hi = h_val - b_val
                 how = "transcripts deterministic on both sides: exact change"
             else:  # paired bootstrap over utterances (the same utterances resampled on both sides)
-                rng = np.random.default_rng(0)
-                idx = rng.integers(0, len(pairs), size=(resamples, len(pairs)))
-                boot = (h_edits[idx].sum(axis=1) - b_edits[idx].sum(axis=1)) / words[idx].sum(axis=1)
-                lo, hi = (float(v) for v in np.quantile(boot, (0.025, 0.975)))
+                _, (lo, hi) = stats.paired_ratio_delta_ci(b_edits, h_edits, words, resamples=resamples)
                 how = "iterations disagree: CI by paired bootstrap over utterances"
             delta = stats.Delta(
                 b_val, h_val, h_val - b_val, (h_val / b_val - 1.0) if b_val else None, (lo, hi), None
