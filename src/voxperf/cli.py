@@ -140,6 +140,10 @@ def bench(
     normalizer: Annotated[
         str, typer.Option(help="WER text normaliser: whisper-english | basic | none")
     ] = "whisper-english",
+    instrument: Annotated[
+        str,
+        typer.Option(help="wall (time) | instructions (callgrind counts per request; codepath lane)"),
+    ] = "wall",
     no_text: Annotated[
         bool,
         typer.Option("--no-text", help="Keep transcripts and hypotheses out of the result (private data)"),
@@ -194,6 +198,7 @@ def bench(
         keep_traces=trace is not None,
         normalizer=normalizer,
         keep_text=not no_text,
+        instrument=instrument,
     )
     config.validate()
     check_output_paths((output, "--output"), (trace, "--trace"), (events, "--events"))

@@ -43,6 +43,7 @@ METRIC_UNITS: dict[str, str] = {
     "stall_count": "count",
     "stall_ms": "ms",
     "prebuffer_ms": "ms",
+    "instructions": "instr",  # per request, counted by callgrind (--instrument instructions)
 }
 
 _HIGHER_IS_BETTER = frozenset({"stt_rtfx", "stt_rtfx_trimmed", "rtfx", "streaming_efficiency"})
@@ -92,6 +93,7 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
     "streaming_efficiency": Thresholds(None, 0.05, None, 0.10, limit_warn=0.80, limit_error=0.60),
     "stall_ms": _ms(0.10, 50.0, 0.25, 200.0),
     "prebuffer_ms": _ms(0.10, 50.0, 0.25, 200.0),
+    "instructions": Thresholds(0.01, None, 0.05, None),  # deterministic: 1 % is a finding, not noise
     "wer": Thresholds(None, 0.02, None, 0.05),  # absolute: 2 / 5 percentage points of corpus WER
 }
 

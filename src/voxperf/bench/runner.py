@@ -17,6 +17,7 @@ import contextlib
 import multiprocessing
 import queue as queue_module
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,14 @@ from voxperf.audio.texts import VARIANTS
 from voxperf.bench import stats
 from voxperf.bench.catalog import METRIC_UNITS, noise_thresholds
 from voxperf.bench.environment import ResourceMeter, git_info, load_average, machine_info
+from voxperf.bench.instructions import (
+    INSTRUMENTS,
+    check_lanes,
+    dumped_counts,
+    mark,
+    require_callgrind,
+    spawn_under_callgrind,
+)
 from voxperf.bench.schema import (
     LANES,
     PIPELINES,
@@ -129,6 +138,7 @@ class BenchConfig:
     resamples: int = 2000
     keep_traces: bool = False
     normalizer: str = DEFAULT_NORMALIZER  # WER text normaliser (recorded in the result)
+    instrument: str = "wall"  # or "instructions": callgrind counts per request (codepath lane)
     keep_text: bool = True  # False (--no-text): no transcripts or hypotheses in the result
 
     def validate(self) -> None:
@@ -148,6 +158,13 @@ class BenchConfig:
             raise UsageError(
                 f"unknown --normalizer {self.normalizer!r}", f"use one of {', '.join(NORMALIZERS)}"
             )
+        if self.instrument not in INSTRUMENTS:
+            raise UsageError(
+                f"unknown --instrument {self.instrument!r}", f"use one of {', '.join(INSTRUMENTS)}"
+            )
+        if self.instrument == "instructions":
+            check_lanes(self.lanes)
+            require_callgrind()
         if self.encode not in ENCODE_FORMATS:
             raise UsageError(f"unknown --encode {self.encode!r}", f"use one of {', '.join(ENCODE_FORMATS)}")
         for role in ("stt", "tts", "rewrite"):
@@ -297,6 +314,8 @@ def run_bench(
     stops after the request in flight; the result then holds the finished requests and is marked
     ``incomplete`` (a second Ctrl-C abandons the run)."""
     config.validate()
+    if config.instrument == "instructions" and not isolate:
+        raise UsageError("instruction counts need the lane in its own process", "run with isolate=True")
     created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     load_start = load_average()
     warnings: list[str] = []
@@ -359,7 +378,12 @@ def _check_load(machine: dict[str, Any], lanes: dict[str, LaneResult], warnings:
 
 
 def _lane_worker(
-    lane: str, config: BenchConfig, fixtures: list[Fixture], channel: Any, stop: Any
+    lane: str,
+    config: BenchConfig,
+    fixtures: list[Fixture],
+    channel: Any,
+    stop: Any,
+    callgrind_dir: Path | None = None,
 ) -> None:  # pragma: no cover - runs in the worker process (covered through run_bench)
     """Body of a lane's worker process: run the lane, send progress and the result back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent asks us to stop between requests
@@ -368,7 +392,7 @@ def _lane_worker(
         channel.put(("progress", description, advance))
 
     try:
-        out = _run_lane(lane, config, fixtures, report, stop=stop.is_set)
+        out = _run_lane(lane, config, fixtures, report, stop=stop.is_set, callgrind_dir=callgrind_dir)
     except errors.VoxperfError as exc:
         channel.put(("error", type(exc).__name__, exc.message, exc.hint))
     except BaseException as exc:
@@ -380,14 +404,37 @@ def _lane_worker(
 def _run_lane_in_worker(
     lane: str, config: BenchConfig, fixtures: list[Fixture], progress: Progress | None
 ) -> _LaneOutput:
-    """Run one lane in a fresh ``spawn`` process and wait for its result (Ctrl-C: stop politely)."""
+    """Run one lane in a fresh ``spawn`` process and wait for its result (Ctrl-C: stop politely).
+
+    With ``--instrument instructions`` the process runs under callgrind (see bench.instructions)."""
+    with contextlib.ExitStack() as stack:
+        callgrind_dir = None
+        if config.instrument == "instructions":
+            callgrind_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="voxperf-cg-")))
+        return _wait_for_lane(lane, config, fixtures, progress, callgrind_dir)
+    raise AssertionError("unreachable")  # pragma: no cover - for type checkers
+
+
+def _wait_for_lane(
+    lane: str,
+    config: BenchConfig,
+    fixtures: list[Fixture],
+    progress: Progress | None,
+    callgrind_dir: Path | None,
+) -> _LaneOutput:
     ctx = multiprocessing.get_context("spawn")
     channel = ctx.Queue()
     stop = ctx.Event()
     proc = ctx.Process(
-        target=_lane_worker, args=(lane, config, fixtures, channel, stop), name=f"voxperf-{lane}-lane"
+        target=_lane_worker,
+        args=(lane, config, fixtures, channel, stop, callgrind_dir),
+        name=f"voxperf-{lane}-lane",
     )
-    proc.start()
+    if callgrind_dir is not None:
+        with spawn_under_callgrind(callgrind_dir):
+            proc.start()
+    else:
+        proc.start()
     try:
         while True:
             try:
@@ -493,8 +540,12 @@ def _run_lane(
     *,
     engines: _Engines | None = None,
     stop: Callable[[], bool] | None = None,
+    callgrind_dir: Path | None = None,
 ) -> _LaneOutput:
-    """Run one lane's iterations; ``stop()`` is asked between requests (never inside one)."""
+    """Run one lane's iterations; ``stop()`` is asked between requests (never inside one).
+
+    With ``callgrind_dir`` (the process runs under callgrind) each request is bracketed by dump
+    marks and gets its instruction count."""
     failures: list[FailureRecord] = []
     records: list[RunRecord] = []
     traces: list[tuple[Trace, dict[str, Any]]] = []
@@ -502,6 +553,7 @@ def _run_lane(
     hypotheses: dict[tuple[str, str], list[str]] = {}  # (level, fixture) -> delivered texts
     payloads = _read_payloads(fixtures)
     interrupted = False
+    marked: list[RunRecord | None] = []  # one entry per bracketed request, None if it failed
     with ResourceMeter() as meter:
         made, engine_records = _lane_engines(lane, config, engines or _Engines())
         dictation, speech = lane_pipelines(made, config)
@@ -522,6 +574,9 @@ def _run_lane(
                     break
             if (pipeline, fx.name) in failed:
                 continue
+            if callgrind_dir is not None:
+                mark()
+                marked.append(None)
             with _capture_failure(failures, failed, pipeline, fx.name, level), _interruptible() as cut:
                 if pipeline == "dictation":
                     assert dictation is not None and level is not None
@@ -546,13 +601,23 @@ def _run_lane(
                     rec, sres = _speech_run(speech, fx, it, warm, lane)
                     trace = sres.trace
                 records.append(rec)
+                if callgrind_dir is not None:
+                    marked[-1] = rec
                 if config.keep_traces:
                     traces.append((trace, _labels(lane, pipeline, fx.name, level, it, warm)))
+            if callgrind_dir is not None:
+                mark()
             if cut:  # Ctrl-C inside a request (inline lanes): that request is not recorded
                 interrupted = True
                 break
             meter.sample()  # between requests: no sampling thread runs inside the timed region
-    summaries = _summaries(records, fixtures, config.resamples)
+    only: tuple[str, ...] | None = None
+    if callgrind_dir is not None:
+        for counted, count in zip(marked, dumped_counts(callgrind_dir, len(marked)), strict=True):
+            if counted is not None:
+                counted.metrics["instructions"] = float(count)
+        only = ("instructions",)  # wall times under valgrind are not figures
+    summaries = _summaries(records, fixtures, config.resamples, only=only)
     flags = _flags(lane, engine_records, summaries, records, config)
     wer = _wer_records(hypotheses, fixtures, config) if lane == "provider" else []
     for w in wer:
@@ -571,6 +636,7 @@ def _run_lane(
         failures=failures,
         wer=wer,
         process="worker" if engines is None else "inline",
+        instrument="instructions" if callgrind_dir is not None else "wall",  # type: ignore[arg-type]
     )
     return _LaneOutput(result, traces, timing_events, interrupted)
 
@@ -669,6 +735,11 @@ def _wer_records(
 
 
 def _lane_label(lane: str, config: BenchConfig) -> str:
+    if lane == "codepath" and config.instrument == "instructions":
+        return (
+            "codepath lane under callgrind: instructions per request (deterministic, whatever the load); "
+            "its wall times ran under valgrind and are not reported"
+        )
     if lane == "codepath":
         lat = (
             ", ".join(f"{k}={v * 1000:g}ms" for k, v in config.fake_latency.items()) or "no simulated latency"
@@ -819,7 +890,9 @@ def _summary_record(s: stats.Summary) -> SummaryRecord:
     return SummaryRecord.model_validate(s.to_dict())
 
 
-def _summaries(records: list[RunRecord], fixtures: list[Fixture], resamples: int) -> list[GroupSummary]:
+def _summaries(
+    records: list[RunRecord], fixtures: list[Fixture], resamples: int, *, only: tuple[str, ...] | None = None
+) -> list[GroupSummary]:
     """Per-fixture summaries and the aggregate over fixtures weighted by audio duration."""
     weights = {f.name: float(f.duration_s) for f in fixtures}
     measured = [r for r in records if not r.warmup]
@@ -830,7 +903,7 @@ def _summaries(records: list[RunRecord], fixtures: list[Fixture], resamples: int
     for (pipeline, level), by_fixture in groups.items():
         metric_names = [
             m
-            for m in METRIC_UNITS
+            for m in (only or METRIC_UNITS)
             if any(r.metrics.get(m) is not None for rs in by_fixture.values() for r in rs)
         ]
         aggregate: dict[str, SummaryRecord] = {}

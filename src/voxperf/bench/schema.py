@@ -61,7 +61,8 @@ SCHEMA_HISTORY: dict[int, str] = {
     "(stt_rtfx_trimmed the VAD-trimmed one). 'noisy' compares the p50 CI with the gate's "
     "threshold. Each lane runs in its own worker process with resources sampled between requests; "
     "machine load, CPU frequency and governor are recorded; an interrupted run is marked "
-    "incomplete.",
+    "incomplete. A lane records its instrument: wall time, or instructions per request counted by "
+    "callgrind (codepath lane).",
 }
 
 # What changed in the definitions of the numbers since each older version: a result of that
@@ -232,6 +233,7 @@ class LaneResult(_Model):
     failures: list[FailureRecord] = Field(default_factory=list)
     wer: list[WerRecord] = Field(default_factory=list)  # v2: corpus WER per pipeline and level
     process: Literal["worker", "inline"] = "inline"  # v2: "worker" = the lane had its own process
+    instrument: Literal["wall", "instructions"] = "wall"  # v2: what produced the lane's numbers
 
 
 class GitInfo(_Model):

@@ -25,6 +25,7 @@ DICTATION_ROWS = (
     "cpu_ms",
     "stt_rtfx",
     "stt_rtfx_trimmed",
+    "instructions",
 )
 SPEECH_ROWS = (
     "ttfa_ms",
@@ -39,6 +40,7 @@ SPEECH_ROWS = (
     "stall_count",
     "stall_ms",
     "prebuffer_ms",
+    "instructions",
 )
 
 
@@ -67,6 +69,8 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.1f}×"
     if unit == "count":
         return f"{value:g}"
+    if unit == "instr":
+        return f"{value / 1e6:,.3f} M" if value >= 1e5 else f"{value:,.0f}"
     return f"{value:g} {unit}"
 
 
