@@ -14,6 +14,7 @@ excluded from statistics. Engine load and warm-up are timed separately from requ
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import queue as queue_module
 import signal
@@ -392,7 +393,11 @@ def _lane_worker(
         channel.put(("progress", description, advance))
 
     try:
-        out = _run_lane(lane, config, fixtures, report, stop=stop.is_set, callgrind_dir=callgrind_dir)
+        # counting instructions: no progress messages, whose queue thread would run inside requests
+        quiet = callgrind_dir is not None
+        out = _run_lane(
+            lane, config, fixtures, None if quiet else report, stop=stop.is_set, callgrind_dir=callgrind_dir
+        )
     except errors.VoxperfError as exc:
         channel.put(("error", type(exc).__name__, exc.message, exc.hint))
     except BaseException as exc:
@@ -575,6 +580,7 @@ def _run_lane(
             if (pipeline, fx.name) in failed:
                 continue
             if callgrind_dir is not None:
+                gc.collect()  # a collection starts every request from the same heap state
                 mark()
                 marked.append(None)
             with _capture_failure(failures, failed, pipeline, fx.name, level), _interruptible() as cut:
