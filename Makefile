@@ -20,11 +20,12 @@ setup: $(STAMP)
 bench: setup
 	$(BIN)/voxperf bench $(ARGS)
 
-## Debian packages some tests use: chromium (HTML report in a real browser) and espeak-ng (a second
-## TTS engine); installed when root, otherwise those tests skip and say why
+## Debian packages some tests use: chromium (HTML report in a real browser), espeak-ng (a second
+## TTS engine), valgrind (instruction counts); installed when root, otherwise those tests skip and say why
 system:
 	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
+	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null) || echo "could not install$$missing: their tests will be skipped"; \
