@@ -42,7 +42,7 @@ def _with_summaries(result):
         for f in result.fixtures
     ]
     lane = result.lanes["codepath"]
-    lane = lane.model_copy(update={"summaries": _summaries(lane.runs, fixtures, 100)})
+    lane = lane.model_copy(update={"summaries": _summaries(lane.runs, fixtures)})
     return result.model_copy(update={"lanes": {"codepath": lane}})
 
 

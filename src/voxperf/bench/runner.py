@@ -623,7 +623,7 @@ def _run_lane(
             if counted is not None:
                 counted.metrics["instructions"] = float(count)
         only = ("instructions",)  # wall times under valgrind are not figures
-    summaries = _summaries(records, fixtures, config.resamples, only=only)
+    summaries = _summaries(records, fixtures, only=only)
     flags = _flags(lane, engine_records, summaries, records, config)
     wer = _wer_records(hypotheses, fixtures, config) if lane == "provider" else []
     for w in wer:
@@ -897,7 +897,7 @@ def _summary_record(s: stats.Summary) -> SummaryRecord:
 
 
 def _summaries(
-    records: list[RunRecord], fixtures: list[Fixture], resamples: int, *, only: tuple[str, ...] | None = None
+    records: list[RunRecord], fixtures: list[Fixture], *, only: tuple[str, ...] | None = None
 ) -> list[GroupSummary]:
     """Per-fixture summaries and the aggregate over fixtures weighted by audio duration."""
     weights = {f.name: float(f.duration_s) for f in fixtures}
@@ -923,9 +923,7 @@ def _summaries(
                 if not values:
                     continue
                 per_fixture[name][metric] = _summary_record(
-                    stats.summarize(
-                        values, unit, rel_threshold=rel_thr, abs_threshold=abs_thr, resamples=resamples
-                    )
+                    stats.summarize(values, unit, rel_threshold=rel_thr, abs_threshold=abs_thr)
                 )
                 weighted_groups.append((values, weights[name]))
             if weighted_groups:
@@ -935,7 +933,6 @@ def _summaries(
                         unit,
                         rel_threshold=rel_thr,
                         abs_threshold=abs_thr,
-                        resamples=resamples,
                     )
                 )
                 # pooled spread across fixtures of different lengths is not noise: the aggregate is

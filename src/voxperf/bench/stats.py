@@ -848,15 +848,11 @@ def summarize(
     *,
     rel_threshold: float | None = None,
     abs_threshold: float | None = None,
-    resamples: int = 2000,
-    seed: int = 0,
 ) -> Summary:
     """Summarise one metric's samples: mean, stdev, p50 (p95, p99 when n allows) with 95% CIs, noise.
 
     rel_threshold/abs_threshold are the regression gate's thresholds for the metric (see noise_notes).
-    CIs are Woodruff intervals, which need no resampling: ``resamples`` and ``seed`` are accepted for
-    existing callers and ignored. Raises ValueError on empty input or NaN/infinity."""
-    del resamples, seed  # CIs are analytic (module docstring)
+    CIs are Woodruff intervals (no resampling, no seed). Raises ValueError on empty input or NaN/infinity."""
     x = _as_samples(samples)
     return _summary(
         [(np.sort(x), 1.0)],
@@ -875,14 +871,11 @@ def summarize_weighted(
     *,
     rel_threshold: float | None = None,
     abs_threshold: float | None = None,
-    resamples: int = 2000,
-    seed: int = 0,
 ) -> Summary:
     """Summarise fixtures as one: mixture quantiles and mean (weights e.g. audio durations), Woodruff CIs.
 
     n/stdev/min/max are of the pooled raw samples of positively weighted groups; p95/p99 are gated on
-    effective_n. ``resamples`` and ``seed`` are accepted for existing callers and ignored."""
-    del resamples, seed  # CIs are analytic (module docstring)
+    effective_n. CIs are Woodruff intervals (no resampling)."""
     parsed = _parse_groups(groups)
     return _summary(
         parsed,
