@@ -13,6 +13,7 @@ CLI and an HTTP status for the service::
     ├── AudioError                   audio unreadable, corrupt or empty; exit 4 / 422
     ├── ModelNotFoundError           no weights for the requested model; exit 3 / 503
     ├── EngineError                  an engine failed while running;     exit 3 / 502
+    ├── WorkerError                  a bench worker (base/head) failed;  exit 3 / 502
     ├── PartialFailure               some fixtures failed, results of the rest were written; exit 4
     ├── GitHubError                  the GitHub API refused or failed;   exit 3 / 502
     └── StoreError                   result store problem;               exit 2 / 400
@@ -42,6 +43,7 @@ __all__ = [
     "UnknownEngineError",
     "UsageError",
     "VoxperfError",
+    "WorkerError",
 ]
 
 
@@ -54,6 +56,7 @@ class ExitCode(IntEnum):
     PROVIDER = 3  # engine or model problem (missing weights, engine crashed, auth)
     DATA = 4  # some inputs could not be processed; results for the rest were written
     CONFLICT = 5  # the append-only store already holds different content under that key
+    NOT_COMPARABLE = 6  # gate: base and head cannot be compared honestly (machine, engines, load)
 
 
 class VoxperfError(Exception):
@@ -111,6 +114,13 @@ class ModelNotFoundError(VoxperfError):
 
 class EngineError(VoxperfError):
     """An engine raised while loading or running."""
+
+    exit_code = ExitCode.PROVIDER
+    http_status = 502
+
+
+class WorkerError(VoxperfError):
+    """A bench worker (the base's or the head's voxperf) failed to start, speak the protocol or answer."""
 
     exit_code = ExitCode.PROVIDER
     http_status = 502

@@ -140,6 +140,7 @@ class ResourceMeter:
         self.peak_rss = 0
         self._cpu0 = (0.0, 0.0)
         self._wall0 = 0
+        self._machine0 = 0.0
         self.result: dict[str, Any] = {}
 
     def sample(self) -> None:
@@ -150,6 +151,7 @@ class ResourceMeter:
         self.sample()
         t = self._proc.cpu_times()
         self._cpu0 = (t.user, t.system)
+        self._machine0 = machine_busy_s()
         self._wall0 = time.perf_counter_ns()
         return self
 
@@ -160,6 +162,7 @@ class ResourceMeter:
         user = t.user - self._cpu0[0]
         system = t.system - self._cpu0[1]
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        others = machine_busy_s() - self._machine0 - user - system
         self.result = {
             "peakRssBytes": int(self.peak_rss),
             "maxRssBytes": int(maxrss * (1 if sys.platform == "darwin" else 1024)),
@@ -167,4 +170,12 @@ class ResourceMeter:
             "cpuSystemS": round(system, 4),
             "wallS": round(wall_s, 4),
             "cpuPercent": round((user + system) / wall_s * 100, 1) if wall_s > 0 else 0.0,
+            "otherCpuS": round(max(0.0, others), 4),
         }
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores of the machine have spent busy since boot (not idle, not waiting on I/O)."""
+    t = psutil.cpu_times()
+    total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)  # guest is inside user
+    return float(total - t.idle - getattr(t, "iowait", 0.0))

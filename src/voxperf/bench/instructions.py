@@ -34,7 +34,9 @@ from voxperf.errors import DependencyMissingError, UsageError
 __all__ = [
     "DUMP_NAME",
     "INSTRUMENTS",
+    "callgrind_command",
     "check_lanes",
+    "dumped_count",
     "dumped_counts",
     "mark",
     "require_callgrind",
@@ -72,19 +74,33 @@ def mark() -> None:
     os.getppid()
 
 
+def dumped_count(path: Path) -> int:
+    """Instructions in one callgrind dump file (its ``summary:`` line)."""
+    match = _SUMMARY.search(path.read_bytes())
+    if match is None:
+        raise ValueError(f"{path} has no callgrind summary line")
+    return int(match.group(1))
+
+
+def callgrind_command(out_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """The valgrind prefix and environment that count a process's requests into ``out_dir``."""
+    valgrind = require_callgrind()
+    argv = [
+        valgrind,
+        "--tool=callgrind",
+        "--dump-before=getppid",
+        f"--log-file={out_dir / 'valgrind.log'}",
+        f"--callgrind-out-file={out_dir / DUMP_NAME}",
+    ]
+    return argv, dict(_ENV)
+
+
 def dumped_counts(out_dir: Path, requests: int) -> list[int]:
     """Instructions of each of ``requests`` marked requests, in order, from the dump files.
 
     Dump 1 is start-up; then each request is one dump (between its two marks) followed by the
     stretch up to the next request's first mark."""
-    counts = []
-    for k in range(requests):
-        path = out_dir / f"{DUMP_NAME}.{2 * k + 2}"
-        match = _SUMMARY.search(path.read_bytes())
-        if match is None:
-            raise ValueError(f"{path} has no callgrind summary line")
-        counts.append(int(match.group(1)))
-    return counts
+    return [dumped_count(out_dir / f"{DUMP_NAME}.{2 * k + 2}") for k in range(requests)]
 
 
 @contextlib.contextmanager

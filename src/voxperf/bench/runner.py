@@ -234,7 +234,7 @@ class _LaneOutput:
     interrupted: bool
 
 
-class _Engines:
+class EngineCache:
     """Engines created once per spec and shared between fixture making and lanes."""
 
     def __init__(self) -> None:
@@ -290,7 +290,7 @@ def _fixture_record(fx: Fixture, *, keep_text: bool = True) -> FixtureRecord:
     )
 
 
-def _prepare_fixtures(config: BenchConfig, engines: _Engines, warnings: list[str]) -> list[Fixture]:
+def prepare_fixtures(config: BenchConfig, engines: EngineCache, warnings: list[str]) -> list[Fixture]:
     if config.fixtures is not None:
         fixtures, found_warnings = load_fixtures(Path(config.fixtures))
         warnings.extend(found_warnings)
@@ -320,8 +320,8 @@ def run_bench(
     created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     load_start = load_average()
     warnings: list[str] = []
-    engines = _Engines()
-    fixtures = _prepare_fixtures(config, engines, warnings)
+    engines = EngineCache()
+    fixtures = prepare_fixtures(config, engines, warnings)
     if isolate:
         del engines  # the fixture synthesiser is not needed by the lanes' own processes
     if progress:
@@ -483,8 +483,8 @@ def total_requests(config: BenchConfig, fixtures: int, speech_fixtures: int) -> 
     return per_iter * (config.iterations + config.warmup)
 
 
-def _lane_engines(
-    lane: str, config: BenchConfig, engines: _Engines
+def lane_engines(
+    lane: str, config: BenchConfig, engines: EngineCache
 ) -> tuple[dict[str, Any], list[EngineRecord]]:
     """Create (or reuse) the engines of a lane: real specs, or fakes with simulated latency."""
     made: dict[str, Any] = {}
@@ -543,7 +543,7 @@ def _run_lane(
     fixtures: list[Fixture],
     progress: Progress | None,
     *,
-    engines: _Engines | None = None,
+    engines: EngineCache | None = None,
     stop: Callable[[], bool] | None = None,
     callgrind_dir: Path | None = None,
 ) -> _LaneOutput:
@@ -560,7 +560,7 @@ def _run_lane(
     interrupted = False
     marked: list[RunRecord | None] = []  # one entry per bracketed request, None if it failed
     with ResourceMeter() as meter:
-        made, engine_records = _lane_engines(lane, config, engines or _Engines())
+        made, engine_records = lane_engines(lane, config, engines or EngineCache())
         dictation, speech = lane_pipelines(made, config)
         speech_fixtures = [f for f in fixtures if f.text]
         failed: set[tuple[str, str]] = set()
@@ -589,7 +589,7 @@ def _run_lane(
                     payload = payloads[fx.name]
                     if isinstance(payload, Exception):
                         raise UsageError(f"cannot read fixture {fx.path}: {payload}", "check the file")
-                    rec, res = _dictation_run(dictation, payload, fx, level, it, warm, lane)
+                    rec, res = dictation_request(dictation, payload, fx, level, it, warm, lane)
                     if not warm and lane == "provider":
                         hypotheses.setdefault((level, fx.name), []).append(res.text)
                         timing_events.append(
@@ -604,7 +604,7 @@ def _run_lane(
                     trace = res.trace
                 else:
                     assert speech is not None
-                    rec, sres = _speech_run(speech, fx, it, warm, lane)
+                    rec, sres = speech_request(speech, fx, it, warm, lane)
                     trace = sres.trace
                 records.append(rec)
                 if callgrind_dir is not None:
@@ -847,7 +847,7 @@ def _record(
     )
 
 
-def _dictation_run(
+def dictation_request(
     pipeline: DictationPipeline, payload: bytes, fx: Fixture, level: str, it: int, warm: bool, lane: str
 ) -> tuple[RunRecord, DictationResult]:
     res, cpu = _timed(lambda: pipeline.run(payload, level, name=fx.name))
@@ -867,7 +867,7 @@ def _dictation_run(
     return record, res
 
 
-def _speech_run(
+def speech_request(
     pipeline: SpeechPipeline, fx: Fixture, it: int, warm: bool, lane: str
 ) -> tuple[RunRecord, SpeechResult]:
     assert fx.text is not None

@@ -199,6 +199,9 @@ class Resources(_Model):
     cpuSystemS: float
     wallS: float
     cpuPercent: float  # (user + system) / wall * 100; up to cores * 100
+    # v2: CPU seconds other processes used on the machine meanwhile (otherCpuS / wallS = cores
+    # they kept busy); the gate's comparability check reads it
+    otherCpuS: float | None = None
 
 
 class Flag(_Model):
