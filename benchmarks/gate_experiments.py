@@ -1,0 +1,207 @@
+"""The gate's A/A and power experiments: how often does it cry wolf, how often does it catch a change?
+
+Run (each prints a table and writes benchmarks/results/gate-<experiment>.json):
+
+    .venv/bin/python benchmarks/gate_experiments.py codepath      # ~10 min: 100 A/A + 40 A/B
+    .venv/bin/python benchmarks/gate_experiments.py instructions  # ~30 min: 20 A/A (other core busy) + 5 A/B
+    .venv/bin/python benchmarks/gate_experiments.py provider      # ~40 min: 30 A/A + 20 A/B
+
+Every decision is a fresh ``voxperf ab`` (library call ``run_paired``): two new worker processes,
+engines loaded, requests interleaved A B B A, decided by the gate on its default headline metrics
+with Holm control. A/A runs the same code on both sides; A/B changes one thing by a known amount:
+
+* codepath: the fake STT's latency 60 ms → 66 ms (+10 % stt);
+* instructions: ``benchmarks/injected_voxperf.py`` adds pure-Python work to every dictation
+  request (about +1 % of its instructions); counted by callgrind, the other core kept busy;
+* provider: real faster-whisper tiny.en made 10 % slower by the same shim (it sleeps 10 % of each
+  real transcribe call's time after it).
+
+Options: ``--aa N --ab N`` change the trial counts; ``--rounds N`` the rounds per decision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from voxperf.bench.paired import PairedRun, Side, run_paired
+from voxperf.bench.runner import BenchConfig
+
+HERE = Path(__file__).resolve().parent
+SHIM = (sys.executable, str(HERE / "injected_voxperf.py"))
+
+
+def _spin(stop: Any) -> None:
+    while not stop.is_set():
+        sum(i * i for i in range(10_000))
+
+
+@contextlib.contextmanager
+def busy_core(enabled: bool) -> Iterator[None]:
+    """Keep one core busy with a pure-Python loop (another tenant of a shared CI runner)."""
+    if not enabled:
+        yield
+        return
+    stop = multiprocessing.Event()
+    proc = multiprocessing.Process(target=_spin, args=(stop,), daemon=True)
+    proc.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        proc.join(5)
+
+
+def _summary(run: PairedRun) -> dict[str, Any]:
+    return {
+        "status": run.decision.status,
+        "seconds": round(run.elapsed_s, 2),
+        "rounds": run.rounds,
+        "rows": [
+            {
+                "where": r.change.where,
+                "metric": r.change.metric,
+                "estimate": r.change.estimate,
+                "ci": list(r.change.ci),
+                "verdict": r.verdict,
+                "pHolm": r.p_worse_adjusted,
+            }
+            for r in run.decision.rows
+        ],
+        "failures": run.failures,
+    }
+
+
+def trials(name: str, n: int, config: BenchConfig, base: Side, head: Side, **kw: Any) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
+        run = run_paired(config, base, head, **kw)
+        s = _summary(run)
+        out.append(s)
+        print(f"{name} {i + 1}/{n}: {s['status']} in {s['seconds']} s", flush=True)
+    return out
+
+
+def report(name: str, aa: list[dict[str, Any]], ab: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    def count(runs: list[dict[str, Any]]) -> dict[str, int]:
+        return dict(Counter(r["status"] for r in runs))
+
+    def seconds(runs: list[dict[str, Any]]) -> list[float]:
+        return sorted(r["seconds"] for r in runs)
+
+    doc = {
+        "experiment": name,
+        "machine": {"cores": os.cpu_count(), "load1m_at_end": os.getloadavg()[0]},
+        "aa": {"n": len(aa), "statuses": count(aa), "falseFailures": sum(r["status"] == "fail" for r in aa)},
+        "ab": {"n": len(ab), "statuses": count(ab), "detected": sum(r["status"] == "fail" for r in ab)},
+        "secondsPerDecision": {
+            "aaMedian": seconds(aa)[len(aa) // 2] if aa else None,
+            "abMedian": seconds(ab)[len(ab) // 2] if ab else None,
+            "max": max(seconds(aa) + seconds(ab), default=None),
+        },
+        **extra,
+        "trials": {"aa": aa, "ab": ab},
+    }
+    out = HERE / "results" / f"gate-{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in doc.items() if k != "trials"}, indent=2))
+    print(f"written to {out}")
+
+
+def codepath(args: argparse.Namespace) -> None:
+    config = BenchConfig(
+        lanes=("codepath",),
+        pipelines=("dictation", "speech"),
+        variants=("short",),
+        levels=("raw",),
+        fake_latency={"stt": 0.060},
+        iterations=args.rounds or 10,
+        warmup=1,
+    )
+    aa = trials("A/A", args.aa, config, Side("base"), Side("head"))
+    slower = Side("head", overrides={"fake_latency": {"stt": 0.066}})
+    ab = trials("A/B +10% stt", args.ab, config, Side("base"), slower)
+    report("codepath", aa, ab, {"config": config.to_dict(), "change": "fake stt latency 60 ms -> 66 ms"})
+
+
+def instructions(args: argparse.Namespace) -> None:
+    config = BenchConfig(
+        lanes=("codepath",),
+        pipelines=("dictation",),
+        variants=("short",),
+        levels=("raw",),
+        fake_latency={"stt": 0.060},
+        iterations=1,
+        warmup=1,
+        instrument="instructions",
+    )
+    with busy_core(True):
+        aa = trials("A/A instructions", args.aa, config, Side("base"), Side("head"))
+        os.environ["VOXPERF_INJECT"] = f"pipeline_work={args.work}"
+        ab = trials("A/B +work", args.ab, config, Side("base"), Side("head", SHIM))
+        os.environ.pop("VOXPERF_INJECT")
+    counts = [r["rows"][0]["estimate"] for r in aa if r["rows"]]
+    spread = max(abs(c - 1) for c in counts) if counts else None
+    report(
+        "instructions",
+        aa,
+        ab,
+        {
+            "config": config.to_dict(),
+            "change": f"{args.work} extra loop iterations per dictation request",
+            "aaMaxRelativeDifference": spread,
+            "abMeasuredChange": [r["rows"][0]["estimate"] - 1 for r in ab if r["rows"]],
+        },
+    )
+
+
+def provider(args: argparse.Namespace) -> None:
+    config = BenchConfig(
+        lanes=("provider",),
+        pipelines=("dictation", "speech"),
+        variants=("short",),
+        levels=("raw",),
+        iterations=args.rounds or 15,
+        warmup=1,
+    )
+    kw: dict[str, Any] = {}
+    if args.target:
+        kw = {"target_ci": args.target, "max_time_s": 300.0}
+        config = replace(config, iterations=8)
+    aa = trials("A/A provider", args.aa, config, Side("base"), Side("head"), **kw)
+    os.environ["VOXPERF_INJECT"] = "stt_slowdown=0.10"
+    ab = trials("A/B +10% stt", args.ab, config, Side("base"), Side("head", SHIM), **kw)
+    os.environ.pop("VOXPERF_INJECT")
+    report("provider", aa, ab, {"config": config.to_dict(), "change": "faster-whisper transcribe +10 % (sleep)"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", choices=("codepath", "instructions", "provider"))
+    parser.add_argument("--aa", type=int, default=None)
+    parser.add_argument("--ab", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--work", type=int, default=3000, help="instructions: extra loop iterations")
+    parser.add_argument("--target", type=float, default=None, help="provider: --target-ci as a fraction")
+    args = parser.parse_args()
+    defaults = {"codepath": (100, 40), "instructions": (20, 5), "provider": (30, 20)}[args.experiment]
+    args.aa = defaults[0] if args.aa is None else args.aa
+    args.ab = defaults[1] if args.ab is None else args.ab
+    started = time.monotonic()
+    {"codepath": codepath, "instructions": instructions, "provider": provider}[args.experiment](args)
+    print(f"total {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
