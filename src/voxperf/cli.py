@@ -246,6 +246,7 @@ def _run_ab_command(config: Any, vs: str, *, output: Path | None, json_out: bool
         target_ci=None,
         max_time_s=None,
         gate_metrics=None,
+        gate_exit=False,  # an engine comparison, not a gate: B being slower is the answer, not a failure
     )
 
 
@@ -264,6 +265,7 @@ def _paired(
     gate_metrics: str | None,
     log_dir: Path | None = None,
     request_timeout_s: float = 900.0,
+    gate_exit: bool = True,
 ) -> None:
     """Run a paired A/B, print the decision first, write the document, exit like the gate."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -317,7 +319,7 @@ def _paired(
         paired_terminal(run, console, all_rows=all_rows)
     if output is not None:
         console.print(f"A/B result written to {output}", markup=False)
-    if run.decision.failed:
+    if run.decision.failed and gate_exit:
         raise typer.Exit(int(ExitCode.GATE_FAILED))
     if run.failures:
         names = ", ".join(sorted({f"{f['pipeline']}/{f['fixture']}" for f in run.failures}))
