@@ -806,18 +806,21 @@ def _comparison(
     trend: int,
     pr: int | None,
     resamples: int,
+    gate_metrics: str | None = None,
 ) -> tuple[Any, Any, list[Any], Any]:
     """Load head, base (file or store baseline) and trend; compare. Shared by compare, gate, report.
 
     Returns (comparison, comparison vs the previous trend run or None, trend runs, base result or None)."""
     from voxperf.bench.schema import load_result
     from voxperf.report.compare import Comparison, compare_results, thresholds_from_config
+    from voxperf.report.gate import GateDecision, gate_config_from
     from voxperf.report.sources import baseline_from_store, trend_from_store
     from voxperf.store.config import project_config
 
     head_result = load_result(head)
     config, _ = project_config()
     thresholds = thresholds_from_config(config)
+    gate_config = gate_config_from(config.get("gate", {}), gate_metrics)
     globs = config.get("attribution", {})
     if not isinstance(globs, dict) or not all(
         isinstance(v, list) and all(isinstance(g, str) for g in v) for v in globs.values()
@@ -859,6 +862,7 @@ def _comparison(
             [],
             [f"no baseline found for {label}: nothing compared"],
             baseline_mode="missing",
+            decision=GateDecision("nothing compared", [], [f"no baseline found for {label}"]),
         )
         return empty, None, trend_runs, None
     comparison = compare_results(
@@ -870,6 +874,7 @@ def _comparison(
         repo=repo if (repo / ".git").exists() else None,
         globs=globs,
         resamples=resamples,
+        gate=gate_config,
     )
     comparison.baseline_mode = mode
     previous = [r for _, r in trend_runs if r.git.commit != head_result.git.commit]
@@ -882,6 +887,7 @@ def _comparison(
             resamples=resamples,
             base_label="previous run",
             head_label=head_label,
+            gate=gate_config,
         )
     return comparison, vs_trend, trend_runs, base_result
 
@@ -939,30 +945,41 @@ def gate(
     allow_missing_baseline: Annotated[
         bool, typer.Option(help="Exit 0 when nothing could be compared (e.g. the first run of a project)")
     ] = False,
+    gate_metrics: Annotated[
+        str | None, typer.Option(help="Gated metrics (default from [tool.voxperf.gate])")
+    ] = None,
 ) -> None:
-    """Exit 1 on a regression (or alert) at error level, 4 when nothing could be compared, else 0."""
-    comparison, _, _, _ = _comparison(head, base, base_commit, store, repo, 0, None, resamples)
+    """Decide on the headline metrics: exit 1 on a regression, 6 when not comparable, 4 when nothing
+    was compared, else 0 (pass, or inconclusive: too noisy to tell)."""
+    from voxperf.report.verdict import decision_terminal
+
+    comparison, _, _, _ = _comparison(
+        head, base, base_commit, store, repo, 0, None, resamples, gate_metrics=gate_metrics
+    )
     console = _stderr()
+    decision = comparison.decision
+    decision_terminal(decision, console)
     for s in comparison.skipped:
-        console.print(f"not compared: {s}")
-    for r in comparison.regressions:
-        where = f"{r.lane}/{r.pipeline}/{r.level or '-'}/{r.fixture or 'all'}"
-        rel = f" ({r.delta.rel * 100:+.1f}%)" if r.delta.rel is not None else ""
+        console.print(f"not compared: {s}", markup=False)
+    for a in comparison.alerts:  # value limits: information, with units
         console.print(
-            f"{r.severity}: {where} {r.metric} {r.stat} {r.delta.base:.4g} → {r.delta.head:.4g}{rel}"
+            f"alert ({a.severity}, not gated): {a.lane}/{a.pipeline} {a.metric} p50 "
+            f"{_unit_value(a.value, a.metric)} beyond {_unit_value(a.limit, a.metric)}",
+            markup=False,
         )
-    for a in comparison.alerts:
-        console.print(
-            f"{a.severity}: alert {a.lane}/{a.pipeline} {a.metric} {a.value:.4g} beyond {a.limit:g}"
-        )
-    if comparison.failed:
-        console.print("gate: FAILED (regression at error level)")
+    if decision.status == "fail":
         raise typer.Exit(int(ExitCode.GATE_FAILED))
-    if not comparison.rows and not comparison.alerts:
-        console.print("gate: nothing was compared, so nothing was checked", markup=False)
-        if not allow_missing_baseline:
-            raise typer.Exit(int(ExitCode.DATA))
-    console.print(f"gate: ok ({len(comparison.regressions)} warning-level regression(s))")
+    if decision.status == "not comparable":
+        raise typer.Exit(int(ExitCode.NOT_COMPARABLE))
+    if decision.status == "nothing compared" and not allow_missing_baseline:
+        raise typer.Exit(int(ExitCode.DATA))
+
+
+def _unit_value(value: float, metric: str) -> str:
+    from voxperf.bench.catalog import METRIC_UNITS
+    from voxperf.bench.table import format_value
+
+    return format_value(value, METRIC_UNITS.get(metric, ""))
 
 
 @app.command()

@@ -23,6 +23,7 @@ sha256. Everything else is listed as skipped with the reason.
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 import subprocess
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,7 @@ from voxperf.bench.catalog import (
 )
 from voxperf.bench.schema import BenchResult
 from voxperf.errors import UsageError
+from voxperf.report.gate import Change, GateConfig, GateDecision, decide, independent_change
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -49,6 +51,7 @@ __all__ = [
     "Comparison",
     "MetricComparison",
     "Thresholds",
+    "comparability",
     "compare_results",
     "samples_by_group",
     "thresholds_from_config",
@@ -195,6 +198,7 @@ class Comparison:
     hints: list[str]
     skipped: list[str]
     baseline_mode: str | None = None
+    decision: GateDecision | None = None  # the gate's answer on the headline metrics
 
     @property
     def regressions(self) -> list[MetricComparison]:
@@ -202,10 +206,9 @@ class Comparison:
 
     @property
     def failed(self) -> bool:
-        """The gate: a regression or alert at error severity."""
-        return any(r.severity == "error" for r in self.regressions) or any(
-            a.severity == "error" for a in self.alerts
-        )
+        """The gate: a headline metric worse than its tolerance (Holm-controlled). Other rows and
+        value alerts are information."""
+        return self.decision is not None and self.decision.failed
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -213,6 +216,7 @@ class Comparison:
             "head": self.head_label,
             "baselineMode": self.baseline_mode,
             "failed": self.failed,
+            "decision": self.decision.to_dict() if self.decision else None,
             "rows": [r.to_dict() for r in self.rows],
             "alerts": [a.to_dict() for a in self.alerts],
             "attributions": [a.to_dict() for a in self.attributions],
@@ -313,9 +317,12 @@ def compare_results(
     head_label: str = "head",
     repo: Path | None = None,
     globs: dict[str, list[str]] | None = None,
+    gate: GateConfig | None = None,
 ) -> Comparison:
-    """Compare every comparable metric of head against base (see module docstring)."""
+    """Compare every comparable metric of head against base (see module docstring); the gate's
+    decision comes from the headline metrics only (:mod:`voxperf.report.gate`)."""
     thr = thresholds or DEFAULT_THRESHOLDS
+    gate = gate or GateConfig()
     skipped: list[str] = []
     redefined: frozenset[str] = frozenset()
     if base.schemaVersion != head.schemaVersion:
@@ -404,7 +411,143 @@ def compare_results(
         for a in attributions:
             a.files = _map_files(files, globs or {})
     rows.sort(key=_row_order)
-    return Comparison(base_label, head_label, rows, alerts, attributions, _lane_hints(rows), skipped)
+    reasons = comparability(base, head)
+    changes = _headline_changes(rows, base, head, gate)
+    decision = decide(changes, alpha=gate.alpha, not_comparable=reasons)
+    return Comparison(
+        base_label, head_label, rows, alerts, attributions, _lane_hints(rows), skipped, decision=decision
+    )
+
+
+# other processes keeping this many more cores busy in one run than in the other: not comparable
+LOAD_DIFFERENCE_CORES = 0.5
+
+
+def comparability(base: BenchResult, head: BenchResult) -> list[str]:
+    """Why two stored runs cannot be compared honestly (empty when they can): machine, engines,
+    and the CPU other processes used while each lane ran."""
+    reasons = []
+    bm, hm = base.machine, head.machine
+    if bm.cpuModel and hm.cpuModel and bm.cpuModel != hm.cpuModel:
+        reasons.append(f"CPU model differs ({bm.cpuModel} vs {hm.cpuModel})")
+    if bm.coresLogical and hm.coresLogical and bm.coresLogical != hm.coresLogical:
+        reasons.append(f"core count differs ({bm.coresLogical} vs {hm.coresLogical})")
+    for lane in sorted(set(base.lanes) & set(head.lanes)):
+        b_lane, h_lane = base.lanes[lane], head.lanes[lane]
+        if b_lane.instrument != h_lane.instrument:
+            reasons.append(f"{lane}: instruments differ ({b_lane.instrument} vs {h_lane.instrument})")
+        b_eng = {e.role: e for e in b_lane.engines if not e.isFake}
+        for e in h_lane.engines:
+            b = b_eng.get(e.role)
+            if e.isFake or b is None:
+                continue
+            before = (b.name, b.version, b.model, b.modelSource, b.settings)
+            after = (e.name, e.version, e.model, e.modelSource, e.settings)
+            if before != after:
+                reasons.append(
+                    f"{lane}: {e.role} engine differs ({b.name} {b.version} {b.model or ''} vs "
+                    f"{e.name} {e.version} {e.model or ''}".rstrip()
+                    + ")"
+                )
+        if b_lane.instrument == "instructions":
+            continue  # counts do not depend on load
+        loads = [_other_cores(x.resources.otherCpuS, x.resources.wallS) for x in (b_lane, h_lane)]
+        if None not in loads:
+            lb, lh = loads
+            assert lb is not None and lh is not None
+            if abs(lb - lh) > LOAD_DIFFERENCE_CORES:
+                reasons.append(
+                    f"{lane}: other processes kept {lb:.1f} core(s) busy during the base run and "
+                    f"{lh:.1f} during the head run (rerun under the same load, or use voxperf ab)"
+                )
+    return reasons
+
+
+def _other_cores(other_cpu_s: float | None, wall_s: float) -> float | None:
+    return other_cpu_s / wall_s if other_cpu_s is not None and wall_s > 0 else None
+
+
+def split_half_drift(result: BenchResult, lane: str, pipeline: str, level: str | None, metric: str) -> float:
+    """How far a run's first and second halves of iterations disagree: the median over fixtures of
+    |log(p50 first half / p50 second half)|. A run's own CI sees none of this slow drift; the gate
+    adds it (or its floor, whichever is larger) as the between-run component of a stored comparison."""
+    lane_result = result.lanes.get(lane)
+    if lane_result is None:
+        return 0.0
+    per_fixture: dict[str, list[tuple[int, float]]] = {}
+    for run in lane_result.runs:
+        value = run.metrics.get(metric)
+        if run.warmup or run.pipeline != pipeline or run.level != level or value is None or value <= 0:
+            continue
+        per_fixture.setdefault(run.fixture, []).append((run.iteration, float(value)))
+    drifts = []
+    for values in per_fixture.values():
+        values.sort()
+        half = len(values) // 2
+        if half < 2:
+            continue
+        first = float(np.median([v for _, v in values[:half]]))
+        second = float(np.median([v for _, v in values[half:]]))
+        drifts.append(abs(np.log(first / second)))
+    return float(np.median(drifts)) if drifts else 0.0
+
+
+def _headline_changes(
+    rows: list[MetricComparison], base: BenchResult, head: BenchResult, gate: GateConfig
+) -> list[Change]:
+    """The gated metrics' aggregate p50 (corpus for WER) changes, widened for between-run variance."""
+    out: list[Change] = []
+    for r in rows:
+        if r.fixture is not None or r.metric not in gate.metrics or r.stat not in ("p50", "corpus"):
+            continue
+        where = (r.lane, r.pipeline, r.level)
+        tol = gate.tolerance_for(r.metric)
+        d = r.delta
+        if r.metric == "wer":
+            lo, hi = d.abs_ci
+            se = (hi - lo) / (2 * 1.959963984540054)
+            tol_abs = tol.abs if tol.abs is not None else 0.0
+            if se == 0:
+                pw, pb = (0.0 if d.abs > tol_abs else 1.0), (0.0 if -d.abs > tol_abs else 1.0)
+            else:
+                pw = 0.5 * math.erfc((d.abs - tol_abs) / se / math.sqrt(2))
+                pb = 0.5 * math.erfc((-d.abs - tol_abs) / se / math.sqrt(2))
+            out.append(
+                Change(
+                    *where,
+                    "wer",
+                    "difference",
+                    r.n_head,
+                    d.base,
+                    d.head,
+                    d.abs,
+                    (lo, hi),
+                    pw,
+                    pb,
+                    tol_abs,
+                    "corpus WER of two runs",
+                )
+            )
+            continue
+        if d.rel_ci is None or d.base <= 0 or d.head <= 0:
+            continue
+        between = 0.0
+        if base.lanes[r.lane].instrument == "wall":
+            drift = max(split_half_drift(x, r.lane, r.pipeline, r.level, r.metric) for x in (base, head))
+            between = max(gate.between_run, drift)
+        out.append(
+            independent_change(
+                metric=r.metric,
+                base=d.base,
+                head=d.head,
+                rel_ci=d.rel_ci,
+                n=min(r.n_base, r.n_head),
+                tolerance=tol,
+                where=where,
+                between_run=between,
+            )
+        )
+    return out
 
 
 def _row_order(r: MetricComparison) -> tuple[Any, ...]:
