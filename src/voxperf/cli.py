@@ -266,6 +266,7 @@ def _paired(
     log_dir: Path | None = None,
     request_timeout_s: float = 900.0,
     gate_exit: bool = True,
+    github_pr: int | None = None,
 ) -> None:
     """Run a paired A/B, print the decision first, write the document, exit like the gate."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -317,6 +318,17 @@ def _paired(
         markdown.write_text(paired_markdown(run), encoding="utf-8")
     if not quiet:
         paired_terminal(run, console, all_rows=all_rows)
+    if github_pr is not None:
+        from voxperf.report.github import upsert_comment
+
+        posted = upsert_comment(
+            paired_markdown(run),
+            repo=os.environ.get("GITHUB_REPOSITORY", ""),
+            pr=github_pr,
+            token=os.environ.get("GITHUB_TOKEN", ""),
+            api_url=os.environ.get("GITHUB_API_URL", "https://api.github.com"),
+        )
+        console.print(f"PR comment {posted.action} (id {posted.comment_id})", markup=False)
     if output is not None:
         console.print(f"A/B result written to {output}", markup=False)
     if run.decision.failed and gate_exit:
@@ -409,6 +421,10 @@ def ab(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table")] = False,
     log_dir: Annotated[Path | None, typer.Option(help="Keep the workers' logs here")] = None,
     request_timeout: Annotated[float, typer.Option(help="Seconds a worker may take per request")] = 900.0,
+    github_comment: Annotated[
+        int | None,
+        typer.Option(help="Upsert the sticky comment on this PR (GITHUB_TOKEN, GITHUB_REPOSITORY)"),
+    ] = None,
     repo: RepoOpt = Path("."),
 ) -> None:
     """Paired A/B of two versions in one job: base and head workers, requests interleaved A B B A.
@@ -473,6 +489,7 @@ def ab(
         gate_metrics=gate_metrics,
         log_dir=log_dir,
         request_timeout_s=request_timeout,
+        github_pr=github_comment,
     )
 
 
