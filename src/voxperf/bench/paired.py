@@ -40,6 +40,7 @@ from voxperf.bench.worker import PROTOCOL, config_to_wire
 from voxperf.engines.registry import redact_spec
 from voxperf.errors import UsageError, WorkerError
 from voxperf.report.gate import (
+    DETERMINISTIC,
     Change,
     GateConfig,
     GateDecision,
@@ -320,7 +321,7 @@ def gated_changes(
     for group in sorted(pairs, key=str):
         for metric in wanted:
             values = [(a, b) for a, b in pairs[group].get(metric, []) if a > 0 and b > 0]
-            if len(values) < 3:
+            if len(values) < (1 if metric in DETERMINISTIC else 3):  # a count needs no repeats
                 continue
             a, b = zip(*values, strict=True)
             out.append(paired_change(a, b, metric=metric, tolerance=gate.tolerance_for(metric), where=group))

@@ -34,6 +34,7 @@ from voxperf.errors import UsageError
 
 __all__ = [
     "DEFAULT_GATE_METRICS",
+    "DETERMINISTIC",
     "Change",
     "GateConfig",
     "GateDecision",
