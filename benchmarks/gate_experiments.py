@@ -183,11 +183,15 @@ def provider(args: argparse.Namespace) -> None:
     os.environ["VOXPERF_INJECT"] = "stt_slowdown=0.10"
     ab = trials("A/B +10% stt", args.ab, config, Side("base"), Side("head", SHIM), **kw)
     os.environ.pop("VOXPERF_INJECT")
-    report("provider", aa, ab, {"config": config.to_dict(), "change": "faster-whisper transcribe +10 % (sleep)"})
+    report(
+        "provider", aa, ab, {"config": config.to_dict(), "change": "faster-whisper transcribe +10 % (sleep)"}
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("experiment", choices=("codepath", "instructions", "provider"))
     parser.add_argument("--aa", type=int, default=None)
     parser.add_argument("--ab", type=int, default=None)
