@@ -239,6 +239,10 @@ def test_gate_cli_exit_codes(injected: tuple[Path, Path], tmp_path: Path) -> Non
     failed = run_cli("gate", str(head), "--base", str(base), cwd=tmp_path)
     assert failed.returncode == ExitCode.GATE_FAILED, failed.stderr
     assert "stt_ms" in failed.stderr and "regression" in failed.stderr and "FAIL" in failed.stderr
+    assert max(len(line) for line in failed.stderr.splitlines()) <= 100  # fits 100 columns
+    shown = run_cli("compare", str(head), "--base", str(base), "--all", cwd=tmp_path)
+    assert shown.returncode == 0 and max(len(line) for line in shown.stderr.splitlines()) <= 100
+    assert shown.stderr.index("voxperf gate") < shown.stderr.index("all metrics")  # decision first
     usage = run_cli("gate", str(head))
     assert usage.returncode == ExitCode.USAGE and "--base" in usage.stderr
     md = tmp_path / "r.md"

@@ -49,3 +49,29 @@ def test_instruction_counts_are_for_the_codepath_lane_only() -> None:
         BenchConfig(lanes=("provider", "codepath"), instrument="instructions").validate()
     with pytest.raises(UsageError, match="instrument"):
         BenchConfig(instrument="cycles").validate()
+
+
+@needs_valgrind
+@pytest.mark.slow
+def test_paired_instruction_counts_decide_in_one_round(tone_dir: Path, tmp_path: Path) -> None:
+    """voxperf ab --instrument instructions: both workers under callgrind; same code repeats its
+    counts, so one round decides; a heavier pipeline on the head (FLAC encode instead of none:
+    more instructions per request) fails the gate."""
+    from voxperf.bench.paired import Side, run_paired
+
+    config = BenchConfig(
+        lanes=("codepath",),
+        pipelines=("dictation",),
+        fixtures=tone_dir,
+        levels=("raw",),
+        iterations=1,
+        warmup=0,
+        encode="none",
+        instrument="instructions",
+    )
+    run = run_paired(config, Side("base"), Side("head", overrides={"encode": "flac"}), log_dir=tmp_path)
+    (row,) = run.decision.rows
+    assert row.change.metric == "instructions" and row.change.n == 3  # one pair per fixture
+    assert row.verdict == "regression" and run.decision.failed and row.change.estimate > 1.005
+    assert run.rounds == {"codepath": 1}
+    assert set(next(iter(run.pairs.values()))) == {"instructions"}  # no wall times under valgrind

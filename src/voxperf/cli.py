@@ -45,13 +45,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _stderr() -> Console:
+def _stderr(max_width: int | None = None) -> Console:
+    """The console for messages and tables; ``max_width`` caps it (decision reports fit 100 columns)."""
     # markup off: paths, fixture names and messages are user text; styled lines opt in (escaped)
     console = Console(
         stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False, markup=False
     )
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = max(console.width, 100)  # logs and pipes: do not wrap the tables at 80
+    if max_width is not None:
+        console.width = min(console.width, max_width)
     return console
 
 
@@ -278,7 +281,7 @@ def _paired(
 
     project, _ = project_config()
     gate = gate_config_from(project.get("gate", {}), gate_metrics)
-    console = _stderr()
+    console = _stderr(max_width=100)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -947,7 +950,7 @@ def compare(
     if json_out:
         sys.stdout.write(render_json(comparison) + "\n")
     else:
-        render_terminal(comparison, _stderr(), all_rows=all_rows)
+        render_terminal(comparison, _stderr(max_width=100), all_rows=all_rows)
 
 
 @app.command()
@@ -973,7 +976,7 @@ def gate(
     comparison, _, _, _ = _comparison(
         head, base, base_commit, store, repo, 0, None, resamples, gate_metrics=gate_metrics
     )
-    console = _stderr()
+    console = _stderr(max_width=100)
     decision = comparison.decision
     decision_terminal(decision, console)
     for s in comparison.skipped:
