@@ -224,3 +224,24 @@ def test_bench_vs_runs_a_paired_ab(tone_dir: Path, tmp_path: Path) -> None:
     assert len(doc["pairs"]["provider/dictation/raw"]["stt_ms"]) == 3 * 3  # a, b, c still paired
     bad = run_cli("bench", "--vs", "gpu=fast")
     assert bad.returncode == 2 and "overrides" in bad.stderr
+
+
+def test_a_worker_dying_mid_run_keeps_the_pairs_measured(tone_dir: Path, tmp_path: Path) -> None:
+    script = tmp_path / "dies_after_four.py"
+    script.write_text(
+        "import os, sys\n"
+        "from voxperf.bench import worker\n"
+        "run, calls = worker._Session.run, []\n"
+        "def dying(self, msg):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) > 4:\n"
+        "        os._exit(9)\n"
+        "    return run(self, msg)\n"
+        "worker._Session.run = dying\n"
+        "sys.exit(worker.serve_worker())\n"
+    )
+    run = run_paired(
+        _config(tone_dir, warmup=0, iterations=5), Side("base"), Side("head", (sys.executable, str(script)))
+    )
+    assert run.stopped_by == "worker failed" and "exited (code 9)" in run.failures[-1]["message"]
+    assert len(run.pairs[("provider", "dictation", "raw")]["stt_ms"]) == 4  # what finished is kept

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from voxperf import __version__
-from voxperf.errors import ExitCode, PartialFailure, UsageError, VoxperfError
+from voxperf.errors import ExitCode, PartialFailure, UsageError, VoxperfError, WorkerError
 
 app = typer.Typer(
     name="voxperf",
@@ -334,6 +334,14 @@ def _paired(
         console.print(f"PR comment {posted.action} (id {posted.comment_id})", markup=False)
     if output is not None:
         console.print(f"A/B result written to {output}", markup=False)
+    if run.stopped_by == "interrupted":
+        console.print("interrupted: the decision above uses only the pairs measured so far", markup=False)
+        raise typer.Exit(130)
+    if run.stopped_by == "worker failed":
+        raise WorkerError(
+            "a worker failed during the run: " + run.failures[-1]["message"],
+            "the decision above uses the pairs measured before; see the worker logs (--log-dir)",
+        )
     if run.decision.failed and gate_exit:
         raise typer.Exit(int(ExitCode.GATE_FAILED))
     if run.failures:

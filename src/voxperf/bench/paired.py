@@ -205,7 +205,10 @@ class _Worker:
                 return reply
 
     def _died(self) -> WorkerError:
-        code = self.proc.poll()
+        try:
+            code: int | None = self.proc.wait(timeout=5)  # its stdout closed: it is exiting
+        except subprocess.TimeoutExpired:
+            code = None
         self.log.flush()
         tail = ""
         with contextlib.suppress(OSError):
@@ -414,19 +417,31 @@ def run_paired(
     logs.mkdir(parents=True, exist_ok=True)
     with _shared_fixtures(config) as shared:
         for lane in config.lanes:
-            lane_stop = _run_lane(
-                lane,
-                shared,
-                (base, head),
-                gate=gate,
-                target_ci=target_ci,
-                deadline=(started + max_time_s) if max_time_s else None,
-                progress=progress,
-                logs=logs,
-                timeout=request_timeout_s,
-                clock=clock,
-                out=(pairs, texts, references, workers, failures, rounds),
-            )
+            try:
+                lane_stop = _run_lane(
+                    lane,
+                    shared,
+                    (base, head),
+                    gate=gate,
+                    target_ci=target_ci,
+                    deadline=(started + max_time_s) if max_time_s else None,
+                    progress=progress,
+                    logs=logs,
+                    timeout=request_timeout_s,
+                    clock=clock,
+                    out=(pairs, texts, references, workers, failures, rounds),
+                )
+            except KeyboardInterrupt:  # Ctrl-C: decide on the pairs measured so far, say so
+                stopped_by = "interrupted"
+                break
+            except WorkerError as exc:
+                if not any(g[0] == lane for g in pairs):
+                    raise  # nothing measured yet: the error is the whole answer
+                failures.append(
+                    {"lane": lane, "side": "worker", "pipeline": "-", "fixture": "-", "message": exc.message}
+                )
+                stopped_by = "worker failed"
+                break
             if lane_stop != "iterations":
                 stopped_by = lane_stop
     elapsed = clock() - started

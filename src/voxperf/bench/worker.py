@@ -23,6 +23,7 @@ import gc
 import json
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -191,6 +192,8 @@ def serve_worker(
         stdout = os.fdopen(proto_fd, "w", buffering=1, encoding="utf-8")
         sys.stdout = sys.stderr
     source = stdin if stdin is not None else sys.stdin
+    if stdin is None:  # Ctrl-C reaches the whole process group: the orchestrator decides, then says bye
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     session = _Session()
 
     def send(obj: dict[str, Any]) -> None:

@@ -139,6 +139,8 @@ def _paired_context(run: PairedRun) -> list[str]:
         "iterations": "after the configured iterations",
         "target": f"when every gated CI was within ±{(run.target_ci or 0) * 100:.3g} %",
         "budget": "when the time budget ran out (inconclusive within budget)",
+        "interrupted": "when interrupted (Ctrl-C): only the pairs measured so far",
+        "worker failed": "when a worker failed: only the pairs measured before",
     }.get(run.stopped_by, run.stopped_by)
     return [
         f"base: {run.base.describe()}",
