@@ -130,7 +130,7 @@ def worktree_side(label: str, ref: str, repo: Path, root: Path | None = None) ->
     sha = proc.stdout.strip()
     if proc.returncode != 0 or not sha:
         raise UsageError(f"{ref!r} is not a commit in {repo}", "give a branch, tag or SHA (e.g. origin/main)")
-    where = (root or repo / ".voxperf" / "worktrees") / sha[:12]
+    where = ((root or repo / ".voxperf" / "worktrees") / sha[:12]).resolve()
     if not (where / "src" / "voxperf").is_dir():
         where.parent.mkdir(parents=True, exist_ok=True)
         added = subprocess.run(
