@@ -87,3 +87,23 @@ def test_fake_latency_needs_ms_or_s() -> None:
         parse_fake_latency("stt=60")
     with pytest.raises(UsageError, match="not accepted"):
         parse_fake_latency("stt=60us")
+
+
+def test_target_ci_and_time_budget_stop_the_iterations(tone_dir: Path) -> None:
+    from voxperf.bench.runner import BenchConfig, run_bench
+
+    base = {
+        "lanes": ("codepath",),
+        "pipelines": ("dictation",),
+        "fixtures": tone_dir,
+        "levels": ("raw",),
+        "fake_latency": {"stt": 0.002},
+        "iterations": 3,
+        "warmup": 0,
+    }
+    reached = run_bench(BenchConfig(**base, target_ci=0.9)).result.lanes["codepath"]  # type: ignore[arg-type]
+    assert max(r.iteration for r in reached.runs) == 2  # the target was met at the minimum
+    assert any(f.kind == "budget" and "target reached after 3" in f.message for f in reached.flags)
+    spent = run_bench(BenchConfig(**base, target_ci=1e-9, max_time_s=1e-9)).result.lanes["codepath"]  # type: ignore[arg-type]
+    assert any(f.kind == "budget" and "inconclusive within budget" in f.message for f in spent.flags)
+    assert max(r.iteration for r in spent.runs) < 2  # stopped before the configured iterations

@@ -176,6 +176,13 @@ def bench(
         str | None,
         typer.Option(help='A/B: configuration B as "stt=SPEC;vad=SPEC" or a TOML file (paired ratios)'),
     ] = None,
+    target_ci: Annotated[
+        str | None,
+        typer.Option(help="Keep iterating (after --iterations) until every gated p50 CI is within ±PCT"),
+    ] = None,
+    max_time: Annotated[
+        str | None, typer.Option(help="Time budget per lane, e.g. 5min (stops even before --iterations)")
+    ] = None,
 ) -> None:
     """Run speech engines and pipelines on fixtures and report per-stage latency, TTFA, RTFx, WER."""
     from voxperf.bench.runner import BenchConfig, parse_fake_latency
@@ -202,6 +209,8 @@ def bench(
         normalizer=normalizer,
         keep_text=not no_text,
         instrument=instrument,
+        target_ci=_percent(target_ci, "--target-ci"),
+        max_time_s=_budget_s(max_time) if max_time is not None else None,
     )
     config.validate()
     check_output_paths((output, "--output"), (trace, "--trace"), (events, "--events"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import multiprocessing
 import queue as queue_module
 import signal
@@ -141,6 +142,8 @@ class BenchConfig:
     normalizer: str = DEFAULT_NORMALIZER  # WER text normaliser (recorded in the result)
     instrument: str = "wall"  # or "instructions": callgrind counts per request (codepath lane)
     keep_text: bool = True  # False (--no-text): no transcripts or hypotheses in the result
+    target_ci: float | None = None  # keep iterating until every gated p50's CI is within ±this
+    max_time_s: float | None = None  # per lane: stop when spent (even before `iterations`)
 
     def validate(self) -> None:
         """Refuse impossible combinations before any model loads."""
@@ -159,6 +162,10 @@ class BenchConfig:
             raise UsageError(
                 f"unknown --normalizer {self.normalizer!r}", f"use one of {', '.join(NORMALIZERS)}"
             )
+        if self.target_ci is not None and not 0 < self.target_ci < 1:
+            raise UsageError(f"--target-ci must be between 0 and 100 %, got {self.target_ci:.0%}", "e.g. 2%")
+        if self.max_time_s is not None and self.max_time_s <= 0:
+            raise UsageError("--max-time must be positive", "e.g. --max-time 5min")
         if self.instrument not in INSTRUMENTS:
             raise UsageError(
                 f"unknown --instrument {self.instrument!r}", f"use one of {', '.join(INSTRUMENTS)}"
@@ -565,7 +572,13 @@ def _run_lane(
         speech_fixtures = [f for f in fixtures if f.text]
         failed: set[tuple[str, str]] = set()
         label = f"{lane} lane"
-        for it, warm, phase, job in _schedule(config, fixtures, speech_fixtures, dictation, speech):
+        budget: dict[str, Any] = {}
+        more = (
+            _stopping_rule(config, records, fixtures, budget)
+            if (config.target_ci or config.max_time_s)
+            else None
+        )
+        for it, warm, phase, job in _schedule(config, fixtures, speech_fixtures, dictation, speech, more):
             if stop is not None and stop():
                 interrupted = True
                 break
@@ -630,6 +643,8 @@ def _run_lane(
         flags.extend(Flag(kind="wer", pipeline=w.pipeline, level=w.level, message=n) for n in w.notes)
     if interrupted:
         flags.append(Flag(kind="incomplete", message="interrupted: only the requests that finished are here"))
+    if budget.get("message"):
+        flags.append(Flag(kind="budget", message=budget["message"]))
     result = LaneResult(
         lane=lane,  # type: ignore[arg-type]
         label=_lane_label(lane, config),
@@ -650,17 +665,57 @@ def _run_lane(
 Job = tuple[str, Fixture, str | None]  # pipeline, fixture, level
 
 
+def _stopping_rule(
+    config: BenchConfig, records: list[RunRecord], fixtures: list[Fixture], note: dict[str, Any]
+) -> Callable[[int], bool]:
+    """``more(measured)`` for --target-ci / --max-time; writes what happened into ``note``."""
+    started = time.monotonic()
+
+    def more(measured: int) -> bool:
+        if measured == 0:
+            return True  # at least one measured iteration, whatever the budget
+        spent = config.max_time_s is not None and time.monotonic() - started >= config.max_time_s
+        if config.target_ci is None:
+            if spent and measured < config.iterations:
+                note["message"] = f"time budget spent after {measured} of {config.iterations} iterations"
+            return measured < config.iterations and not spent
+        widest = widest_ci(records, fixtures)
+        if measured >= config.iterations and widest <= config.target_ci:
+            note["message"] = (
+                f"target reached after {measured} iterations: every gated p50 CI within "
+                f"±{widest * 100:.2g} % (target ±{config.target_ci * 100:.3g} %)"
+            )
+            return False
+        if spent:
+            note["message"] = (
+                f"inconclusive within budget: {measured} iterations in {config.max_time_s:g} s; widest gated "
+                f"p50 CI ±{widest * 100:.3g} % (target ±{config.target_ci * 100:.3g} %)"
+            )
+            return False
+        return True
+
+    return more
+
+
 def _schedule(
     config: BenchConfig,
     fixtures: list[Fixture],
     speech_fixtures: list[Fixture],
     dictation: DictationPipeline | None,
     speech: SpeechPipeline | None,
+    more: Callable[[int], bool] | None = None,
 ) -> Iterator[tuple[int, bool, str, Job]]:
-    """Every request of a lane in order: per iteration, each fixture × level, then speech."""
-    for it in range(config.warmup + config.iterations):
+    """Every request of a lane in order: per iteration, each fixture × level, then speech.
+
+    Without ``more``, ``config.iterations`` measured iterations; with it, another iteration starts
+    while ``more(measured so far)`` says so (the target-CI and time-budget rule)."""
+    it = 0
+    while True:
+        measured = max(0, it - config.warmup)
         warm = it < config.warmup
-        phase = "warm-up" if warm else f"iteration {it - config.warmup + 1}/{config.iterations}"
+        if not warm and not (more(measured) if more is not None else measured < config.iterations):
+            return
+        phase = "warm-up" if warm else f"iteration {measured + 1}/{config.iterations}"
         if dictation is not None:
             for fx in fixtures:
                 for level in config.levels:
@@ -668,6 +723,29 @@ def _schedule(
         if speech is not None:
             for fx in speech_fixtures:
                 yield it, warm, phase, ("speech", fx, None)
+        it += 1
+
+
+# the metrics --target-ci waits for (the gate's wall-clock headline metrics)
+TARGET_METRICS = ("total_ms", "stt_ms", "ttfa_ms", "stt_rtfx", "rtfx")
+
+
+def widest_ci(records: list[RunRecord], fixtures: list[Fixture]) -> float:
+    """The widest relative half-width (log scale) of the gated metrics' aggregate p50 CIs so far."""
+    weights = {f.name: f.duration_s for f in fixtures}
+    groups: dict[tuple[str, str | None, str], dict[str, list[float]]] = {}
+    for r in records:
+        if r.warmup:
+            continue
+        for metric in TARGET_METRICS:
+            value = r.metrics.get(metric)
+            if value is not None and value > 0:
+                groups.setdefault((r.pipeline, r.level, metric), {}).setdefault(r.fixture, []).append(value)
+    widest = 0.0
+    for per_fixture in groups.values():
+        lo, hi = stats.mixture_quantile_ci([(v, weights.get(n, 1.0)) for n, v in per_fixture.items()], 0.5)
+        widest = max(widest, (math.log(hi) - math.log(lo)) / 2 if lo > 0 else math.inf)
+    return widest
 
 
 def _wer_records(

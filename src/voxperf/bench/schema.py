@@ -207,7 +207,9 @@ class Resources(_Model):
 class Flag(_Model):
     """A caveat attached to a number: implausible (mocked?), fake, noisy, no audio, load, incomplete."""
 
-    kind: Literal["implausible", "fake", "noisy", "no-audio", "codepath", "load", "incomplete", "wer"]
+    kind: Literal[
+        "implausible", "fake", "noisy", "no-audio", "codepath", "load", "incomplete", "wer", "budget"
+    ]
     pipeline: str | None = None
     level: str | None = None
     fixture: str | None = None
