@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,12 @@ def test_target_ci_stops_early_and_budget_stops_late(tone_dir: Path) -> None:
         config, Side("base"), Side("head"), target_ci=1e-9, max_time_s=40, clock=lambda: float(next(ticks))
     )
     assert run.stopped_by == "budget" and run.rounds["provider"] >= 1
+    ticks = iter(range(10**6))
+    both = replace(config, lanes=("provider", "codepath"))
+    run = run_paired(
+        both, Side("base"), Side("head"), target_ci=1e-9, max_time_s=14, clock=lambda: float(next(ticks))
+    )
+    assert run.stopped_by == "budget" and min(run.rounds.values()) >= 3  # the budget is shared by lanes
 
 
 def test_a_missing_or_broken_worker_is_a_one_line_error(tone_dir: Path) -> None:

@@ -416,7 +416,10 @@ def run_paired(
     logs = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="voxperf-ab-"))
     logs.mkdir(parents=True, exist_ok=True)
     with _shared_fixtures(config) as shared:
-        for lane in config.lanes:
+        for index, lane in enumerate(config.lanes):
+            deadline = None
+            if max_time_s:  # what is left of the budget, shared evenly by the lanes still to run
+                deadline = clock() + (started + max_time_s - clock()) / (len(config.lanes) - index)
             try:
                 lane_stop = _run_lane(
                     lane,
@@ -424,7 +427,7 @@ def run_paired(
                     (base, head),
                     gate=gate,
                     target_ci=target_ci,
-                    deadline=(started + max_time_s) if max_time_s else None,
+                    deadline=deadline,
                     progress=progress,
                     logs=logs,
                     timeout=request_timeout_s,
