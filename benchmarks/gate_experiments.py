@@ -3,7 +3,8 @@
 Run (each prints a table and writes benchmarks/results/gate-<experiment>.json):
 
     .venv/bin/python benchmarks/gate_experiments.py codepath      # ~10 min: 100 A/A + 40 A/B
-    .venv/bin/python benchmarks/gate_experiments.py instructions  # ~30 min: 20 A/A (other core busy) + 5 A/B
+    .venv/bin/python benchmarks/gate_experiments.py instructions  # ~25 min: 10 A/A = 20 worker runs
+                                                                  # (other core busy) + 5 A/B
     .venv/bin/python benchmarks/gate_experiments.py provider      # ~40 min: 30 A/A + 20 A/B
 
 Every decision is a fresh ``voxperf ab`` (library call ``run_paired``): two new worker processes,
@@ -79,6 +80,11 @@ def _summary(run: PairedRun) -> dict[str, Any]:
             for r in run.decision.rows
         ],
         "failures": run.failures,
+        "instructions": {
+            "/".join(str(g) for g in group if g): metrics["instructions"]
+            for group, metrics in run.pairs.items()
+            if "instructions" in metrics
+        },
     }
 
 
@@ -151,8 +157,13 @@ def instructions(args: argparse.Namespace) -> None:
         os.environ["VOXPERF_INJECT"] = f"pipeline_work={args.work}"
         ab = trials("A/B +work", args.ab, config, Side("base"), Side("head", SHIM))
         os.environ.pop("VOXPERF_INJECT")
-    counts = [r["rows"][0]["estimate"] for r in aa if r["rows"]]
-    spread = max(abs(c - 1) for c in counts) if counts else None
+    # every A/A decision is two worker processes (base and head): compare the counts of all of them
+    counts: dict[str, list[float]] = {}
+    for r in aa:
+        for group, pairs in r["instructions"].items():
+            for base_count, head_count in pairs:
+                counts.setdefault(group, []).extend([base_count, head_count])
+    spread = {g: (max(v) - min(v)) / min(v) for g, v in counts.items()}
     report(
         "instructions",
         aa,
@@ -160,6 +171,7 @@ def instructions(args: argparse.Namespace) -> None:
         {
             "config": config.to_dict(),
             "change": f"{args.work} extra loop iterations per dictation request",
+            "aaWorkerRuns": {g: len(v) for g, v in counts.items()},
             "aaMaxRelativeDifference": spread,
             "abMeasuredChange": [r["rows"][0]["estimate"] - 1 for r in ab if r["rows"]],
         },
@@ -199,7 +211,7 @@ def main() -> None:
     parser.add_argument("--work", type=int, default=3000, help="instructions: extra loop iterations")
     parser.add_argument("--target", type=float, default=None, help="provider: --target-ci as a fraction")
     args = parser.parse_args()
-    defaults = {"codepath": (100, 40), "instructions": (20, 5), "provider": (30, 20)}[args.experiment]
+    defaults = {"codepath": (100, 40), "instructions": (10, 5), "provider": (30, 20)}[args.experiment]
     args.aa = defaults[0] if args.aa is None else args.aa
     args.ab = defaults[1] if args.ab is None else args.ab
     started = time.monotonic()
