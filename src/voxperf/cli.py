@@ -430,7 +430,7 @@ def ab(
     ] = None,
     max_time: Annotated[str | None, typer.Option(help="Time budget, e.g. 5min, 300s")] = None,
     gate_metrics: Annotated[
-        str | None, typer.Option(help="Gated metrics, comma-separated (default: metrics in the tool.voxperf.gate table)")
+        str | None, typer.Option(help="Gated metrics, comma-separated (default: tool.voxperf.gate metrics)")
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the A/B JSON here")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the Markdown report (PR comment) here")] = None,
@@ -983,7 +983,7 @@ def gate(
         bool, typer.Option(help="Exit 0 when nothing could be compared (e.g. the first run of a project)")
     ] = False,
     gate_metrics: Annotated[
-        str | None, typer.Option(help="Gated metrics, comma-separated (default: metrics in the tool.voxperf.gate table)")
+        str | None, typer.Option(help="Gated metrics, comma-separated (default: tool.voxperf.gate metrics)")
     ] = None,
 ) -> None:
     """Decide on the headline metrics: exit 1 on a regression, 6 when not comparable, 4 when nothing
