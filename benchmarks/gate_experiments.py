@@ -39,6 +39,7 @@ from voxperf.bench.paired import PairedRun, Side, run_paired
 from voxperf.bench.runner import BenchConfig
 
 HERE = Path(__file__).resolve().parent
+GATED = ("total_ms", "stt_ms", "ttfa_ms", "rtfx", "stt_rtfx", "instructions")
 SHIM = (sys.executable, str(HERE / "injected_voxperf.py"))
 
 
@@ -84,6 +85,11 @@ def _summary(run: PairedRun) -> dict[str, Any]:
             "/".join(str(g) for g in group if g): metrics["instructions"]
             for group, metrics in run.pairs.items()
             if "instructions" in metrics
+        },
+        # the raw (base, head) pairs of the gated metrics: any decision rule can be replayed on them
+        "pairs": {
+            "/".join(str(g) for g in group if g): {m: metrics[m] for m in GATED if m in metrics}
+            for group, metrics in run.pairs.items()
         },
     }
 
