@@ -187,3 +187,58 @@ def test_change_text_names_units() -> None:
     c = Change(*WHERE, "total_ms", "ratio", 10, 100.0, 112.0, 1.12, (1.1, 1.14), 0.0, 1.0, 0.05, "m")
     assert c.change_text() == "+12.0 % [+10.0, +14.0]" and c.tolerance_text() == "±5 %"
     assert c.half_width == pytest.approx((math.log(1.14) - math.log(1.1)) / 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-1.0, 1.0).filter(lambda x: abs(x) > 1e-6), min_size=1, max_size=9, unique_by=abs))
+def test_signed_rank_p_matches_brute_force_enumeration(values: list[float]) -> None:
+    """Without ties, the exact p-value is the share of the 2^n sign assignments with T+ >= the observed."""
+    import itertools
+
+    from voxperf.report.gate import signed_rank_p
+
+    d = np.array(values)
+    n = d.size
+    ranks = np.argsort(np.argsort(np.abs(d))) + 1
+    observed = ranks[d > 0].sum()
+    totals = [
+        sum(r for r, s in zip(ranks, signs, strict=True) if s)
+        for signs in itertools.product([0, 1], repeat=n)
+    ]
+    assert signed_rank_p(d) == pytest.approx(np.mean(np.array(totals) >= observed))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-5.0, 5.0), min_size=2, max_size=80), st.floats(-2.0, 2.0))
+def test_hodges_lehmann_is_shift_equivariant_and_inside_its_ci(values: list[float], shift: float) -> None:
+    from voxperf.report.gate import hodges_lehmann
+
+    x = np.array(values)
+    point, lo, hi = hodges_lehmann(x)
+    assert lo <= point <= hi and x.min() <= lo and hi <= x.max()
+    moved = hodges_lehmann(x + shift)
+    assert moved == pytest.approx((point + shift, lo + shift, hi + shift), abs=1e-9)
+
+
+def test_signed_rank_large_n_uses_the_normal_approximation() -> None:
+    from voxperf.report.gate import signed_rank_p
+
+    rng = np.random.default_rng(2)
+    null = [signed_rank_p(rng.normal(0, 1, 200)) for _ in range(400)]
+    assert 0.02 <= float(np.mean(np.array(null) <= 0.05)) <= 0.09  # about alpha
+    assert signed_rank_p(rng.normal(0.5, 1, 200)) < 1e-6 and signed_rank_p(np.zeros(5)) == 1.0
+
+
+def test_exact_changes_do_not_enlarge_the_holm_family() -> None:
+    rng = np.random.default_rng(4)
+    base = rng.lognormal(4, 0.2, 12)
+    noisy = paired_change(
+        base, base * 1.12 * rng.lognormal(0, 0.02, 12), metric="stt_ms", tolerance=TOL, where=WHERE
+    )
+    exact_wer = paired_difference(
+        [1, 1], [1, 1], [10, 10], tolerance=Tolerance(None, 0.01), where=WHERE, exact=True
+    )
+    counts = paired_change([3e7], [3e7], metric="instructions", tolerance=Tolerance(0.005), where=WHERE)
+    d = decide([noisy, exact_wer, counts])
+    assert d.rows[0].p_worse_adjusted == pytest.approx(noisy.p_worse)  # a family of one
+    assert [r.verdict for r in d.rows] == ["regression", "unchanged", "unchanged"]
