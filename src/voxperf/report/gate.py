@@ -1,10 +1,11 @@
 """The regression gate's decision: a few headline metrics, one family-wise error rate.
 
 Every other row of a comparison is information; the gate decides only on the headline metrics of
-each lane, pipeline and level (by default total p50, stt p50, TTFA p50, RTFx of synthesis, corpus
-WER and, when measured, instructions per request). For each one it tests, one-sided, "head is worse than base by
-more than the tolerance" (5 % for times by default, 0.5 % for instruction counts, 1 point for WER)
-and controls the family-wise error rate across all of them with Holm's step-down procedure. So:
+each lane, pipeline and level (by default total p50, stt p50, TTFA p50, RTFx of synthesis,
+corpus WER and, when measured, instructions per request). For each one it tests, one-sided, "head
+is worse than base by more than the tolerance" (5 % for times by default, 0.5 % for instruction
+counts, 1 point for WER) and controls the family-wise error rate across all of them with Holm's
+step-down procedure (exact changes, which have no sampling error, are decided outside it). So:
 
 * a change is a **regression** (the gate fails) only when the data show it is beyond the tolerance,
   with at most ``alpha`` (5 %) chance of any false failure in the whole family when nothing changed;
@@ -14,9 +15,9 @@ and controls the family-wise error rate across all of them with Holm's step-down
 
 Changes are relative (head/base, on the log scale) for times, rates and counts, and differences
 for WER. The estimates come from two places: paired per-request ratios of an A/B run
-(:func:`paired_change`, Hodges-Lehmann estimate and Wilcoxon signed-rank test over pairs) or two independent stored runs
-(:func:`independent_change`, whose CI is widened by a between-run variance component, because each
-run's own CI describes only its own noise).
+(:func:`paired_change`: Hodges-Lehmann estimate, Wilcoxon signed-rank test over pairs) or two
+independent stored runs (:func:`independent_change`, whose CI is widened by a between-run variance
+component, because each run's own CI describes only its own noise).
 """
 
 from __future__ import annotations
