@@ -226,7 +226,7 @@ def test_injected_30_percent_slowdown_is_detected(injected: tuple[Path, Path]) -
     c = compare_results(base, head, resamples=1000)
     stt = rows(c)[0]
     assert (stt.verdict, stt.severity) == ("regression", "warning")
-    assert stt.delta.rel == pytest.approx(0.30, abs=0.03)
+    assert 0.2 < (stt.delta.rel or 0) < 0.4  # 18 ms more sleep on 60 (a loaded machine overshoots both)
     assert c.attributions[0].dominant == "stt"
 
 

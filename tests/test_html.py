@@ -81,6 +81,13 @@ def test_report_renders_in_chromium(report: tuple[Path, dict]) -> None:
         # numbers in the page equal the JSON
         embedded = json.loads(page.locator("#voxperf-data").inner_text())
         assert embedded == data
+        # the decision leads: its headline first, one row per gated metric, the full table collapsed
+        decision = data["decision"]
+        assert page.locator("#verdict").inner_text().startswith(decision["status"].upper())
+        assert page.locator("#gate tr").count() == len(decision["rows"]) + 1
+        assert not page.locator("#summary").is_visible()
+        page.locator("details summary").first.click()
+        assert page.locator("#summary").is_visible()
         rows = page.locator("tr[data-row]")
         assert rows.count() == len(data["rows"])
         for i in range(rows.count()):
@@ -89,7 +96,6 @@ def test_report_renders_in_chromium(report: tuple[Path, dict]) -> None:
             assert float(row.get_attribute("data-base") or "nan") == data["rows"][j]["base"]
             assert float(row.get_attribute("data-head") or "nan") == data["rows"][j]["head"]
             assert data["rows"][j]["verdict"] in row.inner_text()
-        assert "gate failed" in page.locator("body").inner_text()
         page.screenshot(path=str(path.with_suffix(".png")), full_page=True)
         browser.close()
     assert errors == []

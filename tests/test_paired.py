@@ -103,7 +103,7 @@ def test_a_slower_head_fails_the_gate_with_paired_ratios(tone_dir: Path, tmp_pat
     assert run.decision.status == "fail"
     stt = next(r for r in run.decision.rows if r.change.metric == "stt_ms")
     assert stt.verdict == "regression" and stt.change.n == 4 * 3  # rounds x fixtures, warm-up excluded
-    assert stt.change.estimate == pytest.approx(2.0, rel=0.15)
+    assert 1.4 < stt.change.estimate < 2.3  # 10 ms / 5 ms of sleep; a loaded machine overshoots both
     assert run.rounds == {"provider": 4} and run.stopped_by == "iterations"
     # where the time went: the stt stage carries the total's change
     deltas = run.attribution["provider/dictation/raw"]
