@@ -96,11 +96,16 @@ def _summary(run: PairedRun) -> dict[str, Any]:
 
 def trials(name: str, n: int, config: BenchConfig, base: Side, head: Side, **kw: Any) -> list[dict[str, Any]]:
     out = []
+    partial = HERE / "results" / f"partial-{name.split()[0].replace('/', '')}-{os.getpid()}.jsonl"
+    partial.parent.mkdir(exist_ok=True)
     for i in range(n):
         run = run_paired(config, base, head, **kw)
         s = _summary(run)
         out.append(s)
+        with partial.open("a") as fh:  # kept as it goes: an interrupted experiment loses nothing
+            fh.write(json.dumps({"experiment": name, **s}) + "\n")
         print(f"{name} {i + 1}/{n}: {s['status']} in {s['seconds']} s", flush=True)
+    partial.unlink()
     return out
 
 
