@@ -97,11 +97,11 @@ def test_target_ci_and_time_budget_stop_the_iterations(tone_dir: Path) -> None:
         "pipelines": ("dictation",),
         "fixtures": tone_dir,
         "levels": ("raw",),
-        "fake_latency": {"stt": 0.002},
+        "fake_latency": {"stt": 0.05},  # 50 ms: even a loaded machine's overshoot keeps the CI < ±95 %
         "iterations": 3,
         "warmup": 0,
     }
-    reached = run_bench(BenchConfig(**base, target_ci=0.9)).result.lanes["codepath"]  # type: ignore[arg-type]
+    reached = run_bench(BenchConfig(**base, target_ci=0.95)).result.lanes["codepath"]  # type: ignore[arg-type]
     assert max(r.iteration for r in reached.runs) == 2  # the target was met at the minimum
     assert any(f.kind == "budget" and "target reached after 3" in f.message for f in reached.flags)
     spent = run_bench(BenchConfig(**base, target_ci=1e-9, max_time_s=1e-9)).result.lanes["codepath"]  # type: ignore[arg-type]
