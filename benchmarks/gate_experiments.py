@@ -219,7 +219,9 @@ def main() -> None:
     parser.add_argument("--aa", type=int, default=None)
     parser.add_argument("--ab", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--work", type=int, default=385, help="instructions: extra loop iterations (385: about +1 %)")
+    parser.add_argument(
+        "--work", type=int, default=385, help="instructions: extra loop iterations (385: about +1 %)"
+    )
     parser.add_argument("--target", type=float, default=None, help="provider: --target-ci as a fraction")
     args = parser.parse_args()
     defaults = {"codepath": (100, 40), "instructions": (10, 5), "provider": (30, 20)}[args.experiment]
