@@ -225,7 +225,7 @@ def test_injected_30_percent_slowdown_is_detected(injected: tuple[Path, Path]) -
     base, head = (parse_result(json.loads(p.read_text())) for p in injected)
     c = compare_results(base, head, resamples=1000)
     stt = rows(c)[0]
-    assert (stt.verdict, stt.severity) == ("regression", "warning")
+    assert stt.verdict == "regression" and stt.severity is not None  # +18 ms: warn or error by load
     assert 0.2 < (stt.delta.rel or 0) < 0.4  # 18 ms more sleep on 60 (a loaded machine overshoots both)
     assert c.attributions[0].dominant == "stt"
 
