@@ -456,3 +456,28 @@ def test_split_half_drift_widens_a_stored_comparison() -> None:
     head = synthetic({"f": [58.0, 58.5, 57.5, 58.0, 58.2, 57.8, 58.1, 58.0]})  # +16 % vs steady
     assert compare_results(steady, head, resamples=200).failed
     assert not compare_results(drifting, head, resamples=200).failed  # the base itself moved by 20 %
+
+
+def test_a_saturated_machine_is_seen_by_the_run_delay() -> None:
+    """On a machine already full, more load no longer raises the CPU others use, but our requests
+    wait longer for a CPU: that wait (schedstat run delay) makes the pair not comparable."""
+    from voxperf.report.compare import comparability
+
+    base = synthetic({"f": [50.0, 51, 49, 50, 50.5] * 2}).model_dump(mode="json")
+    head = synthetic({"f": [80.0, 82, 78, 80, 81] * 2}).model_dump(mode="json")
+    for d, delay in ((base, 0.4), (head, 4.0)):
+        d["lanes"]["codepath"]["resources"].update(otherCpuS=17.0, wallS=10.0, runDelayS=delay)
+    reasons = comparability(parse_result(base), parse_result(head))
+    assert len(reasons) == 1 and "waited for a CPU 4% of the base run and 40% of the head run" in reasons[0]
+    c = compare_results(parse_result(base), parse_result(head), resamples=200)
+    assert c.decision is not None and c.decision.status == "not comparable"
+
+
+def test_the_lane_records_its_run_delay(tone_dir: Path) -> None:
+    lane = run_bench(
+        BenchConfig(
+            lanes=("codepath",), pipelines=("dictation",), fixtures=tone_dir, levels=("raw",), iterations=1
+        )
+    ).result.lanes["codepath"]
+    delay = lane.resources.runDelayS
+    assert delay is not None and 0 <= delay <= lane.resources.wallS * 8  # at most every thread waited

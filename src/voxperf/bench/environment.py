@@ -141,6 +141,7 @@ class ResourceMeter:
         self._cpu0 = (0.0, 0.0)
         self._wall0 = 0
         self._machine0 = 0.0
+        self._delay0: float | None = None
         self.result: dict[str, Any] = {}
 
     def sample(self) -> None:
@@ -152,6 +153,7 @@ class ResourceMeter:
         t = self._proc.cpu_times()
         self._cpu0 = (t.user, t.system)
         self._machine0 = machine_busy_s()
+        self._delay0 = run_delay_s()
         self._wall0 = time.perf_counter_ns()
         return self
 
@@ -163,6 +165,8 @@ class ResourceMeter:
         system = t.system - self._cpu0[1]
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         others = machine_busy_s() - self._machine0 - user - system
+        delay_end = run_delay_s()
+        delay = delay_end - self._delay0 if delay_end is not None and self._delay0 is not None else None
         self.result = {
             "peakRssBytes": int(self.peak_rss),
             "maxRssBytes": int(maxrss * (1 if sys.platform == "darwin" else 1024)),
@@ -171,7 +175,23 @@ class ResourceMeter:
             "wallS": round(wall_s, 4),
             "cpuPercent": round((user + system) / wall_s * 100, 1) if wall_s > 0 else 0.0,
             "otherCpuS": round(max(0.0, others), 4),
+            "runDelayS": round(max(0.0, delay), 4) if delay is not None else None,
         }
+
+
+def run_delay_s() -> float | None:
+    """Seconds this process's threads have spent runnable but waiting for a CPU (Linux schedstat).
+
+    This is the contention a benchmark actually met: on a saturated machine the CPU other
+    processes use stops growing with more load, while the time our requests wait keeps growing."""
+    total = 0
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/schedstat", encoding="ascii") as fh:
+                total += int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / 1e9
 
 
 def machine_busy_s() -> float:

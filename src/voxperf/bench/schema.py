@@ -202,6 +202,8 @@ class Resources(_Model):
     # v2: CPU seconds other processes used on the machine meanwhile (otherCpuS / wallS = cores
     # they kept busy); the gate's comparability check reads it
     otherCpuS: float | None = None
+    # v2: seconds the lane's threads waited for a CPU (schedstat run delay): the contention it met
+    runDelayS: float | None = None
 
 
 class Flag(_Model):

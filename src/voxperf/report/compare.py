@@ -421,11 +421,14 @@ def compare_results(
 
 # other processes keeping this many more cores busy in one run than in the other: not comparable
 LOAD_DIFFERENCE_CORES = 0.5
+# the share of a lane's wall time its threads spent waiting for a CPU, base vs head
+WAIT_DIFFERENCE = 0.10
 
 
 def comparability(base: BenchResult, head: BenchResult) -> list[str]:
     """Why two stored runs cannot be compared honestly (empty when they can): machine, engines,
-    and the CPU other processes used while each lane ran."""
+    how long each lane's threads waited for a CPU (run delay: the contention they met, which keeps
+    growing on a saturated machine) and the CPU other processes used while each lane ran."""
     reasons = []
     bm, hm = base.machine, head.machine
     if bm.cpuModel and hm.cpuModel and bm.cpuModel != hm.cpuModel:
@@ -451,6 +454,16 @@ def comparability(base: BenchResult, head: BenchResult) -> list[str]:
                 )
         if b_lane.instrument == "instructions":
             continue  # counts do not depend on load
+        waits = [_other_cores(x.resources.runDelayS, x.resources.wallS) for x in (b_lane, h_lane)]
+        if None not in waits:
+            wb, wh = waits
+            assert wb is not None and wh is not None
+            if abs(wb - wh) > WAIT_DIFFERENCE:
+                reasons.append(
+                    f"{lane}: requests waited for a CPU {wb:.0%} of the base run and {wh:.0%} of the "
+                    "head run (other load; rerun under the same load, or use voxperf ab)"
+                )
+                continue
         loads = [_other_cores(x.resources.otherCpuS, x.resources.wallS) for x in (b_lane, h_lane)]
         if None not in loads:
             lb, lh = loads
