@@ -105,7 +105,7 @@ def trials(name: str, n: int, config: BenchConfig, base: Side, head: Side, **kw:
         with partial.open("a") as fh:  # kept as it goes: an interrupted experiment loses nothing
             fh.write(json.dumps({"experiment": name, **s}) + "\n")
         print(f"{name} {i + 1}/{n}: {s['status']} in {s['seconds']} s", flush=True)
-    partial.unlink()
+    partial.unlink(missing_ok=True)
     return out
 
 
