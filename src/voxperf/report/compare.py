@@ -23,7 +23,6 @@ sha256. Everything else is listed as skipped with the reason.
 from __future__ import annotations
 
 import fnmatch
-import math
 import re
 import subprocess
 from dataclasses import dataclass, field, replace
@@ -42,7 +41,7 @@ from voxperf.bench.catalog import (
 )
 from voxperf.bench.schema import BenchResult
 from voxperf.errors import UsageError
-from voxperf.report.gate import Change, GateConfig, GateDecision, decide, independent_change
+from voxperf.report.gate import Z95, Change, GateConfig, GateDecision, decide, independent_change, norm_sf
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -518,13 +517,12 @@ def _headline_changes(
         d = r.delta
         if r.metric == "wer":
             lo, hi = d.abs_ci
-            se = (hi - lo) / (2 * 1.959963984540054)
+            se = (hi - lo) / (2 * Z95)
             tol_abs = tol.abs if tol.abs is not None else 0.0
             if se == 0:
                 pw, pb = (0.0 if d.abs > tol_abs else 1.0), (0.0 if -d.abs > tol_abs else 1.0)
             else:
-                pw = 0.5 * math.erfc((d.abs - tol_abs) / se / math.sqrt(2))
-                pb = 0.5 * math.erfc((-d.abs - tol_abs) / se / math.sqrt(2))
+                pw, pb = norm_sf((d.abs - tol_abs) / se), norm_sf((-d.abs - tol_abs) / se)
             out.append(
                 Change(
                     *where,

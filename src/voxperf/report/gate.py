@@ -59,7 +59,7 @@ DEFAULT_GATE_METRICS = ("total_ms", "stt_ms", "ttfa_ms", "rtfx", "wer", "instruc
 Z95 = 1.959963984540054  # standard normal 97.5 % quantile
 
 
-def _norm_sf(z: float) -> float:
+def norm_sf(z: float) -> float:
     """P(Z > z) for a standard normal Z."""
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
@@ -344,7 +344,7 @@ def signed_rank_p(d: np.ndarray) -> float:
     var = n * (n + 1) * (2 * n + 1) / 24 - float(np.sum(counts**3 - counts)) / 48
     if var <= 0:
         return 1.0
-    return _norm_sf((t_plus - mean - 0.5) / math.sqrt(var))
+    return norm_sf((t_plus - mean - 0.5) / math.sqrt(var))
 
 
 def hodges_lehmann(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -506,8 +506,8 @@ def independent_change(
         p_worse = 0.0 if sign * point > c else 1.0
         p_better = 0.0 if -sign * point > c else 1.0
     else:
-        p_worse = float(_norm_sf((sign * point - c) / se))
-        p_better = float(_norm_sf((-sign * point - c) / se))
+        p_worse = float(norm_sf((sign * point - c) / se))
+        p_better = float(norm_sf((-sign * point - c) / se))
     return Change(
         *where,
         metric=metric,

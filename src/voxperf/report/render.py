@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -205,6 +206,15 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
+def _stage_parts(a: Any) -> str:
+    """Stage deltas of an attribution, largest first: "stt +12.0 ms, decode +0.1 ms"."""
+    return ", ".join(
+        f"{k} {v:+.1f} ms"
+        for k, v in sorted(a.stage_deltas_ms.items(), key=lambda kv: -abs(kv[1]))
+        if abs(v) >= 0.05
+    )
+
+
 def _attribution_markdown(c: Comparison) -> list[str]:
     attributions = [a for a in c.attributions if a.dominant and abs(a.total_delta_ms) > 0]
     if not attributions:
@@ -214,11 +224,7 @@ def _attribution_markdown(c: Comparison) -> list[str]:
         "",
     ]
     for a in attributions:
-        parts = ", ".join(
-            f"{k} {v:+.1f} ms"
-            for k, v in sorted(a.stage_deltas_ms.items(), key=lambda kv: -abs(kv[1]))
-            if abs(v) >= 0.05
-        )
+        parts = _stage_parts(a)
         lines.append(
             f"- {md(_where(a.lane, a.pipeline, a.level))}: total {a.total_delta_ms:+.1f} ms"
             f" — dominant **{md(a.dominant)}**" + (f" ({md(parts)})" if parts else "")
@@ -274,11 +280,7 @@ def render_terminal(comparison: Comparison, console: Console, *, all_rows: bool 
         decision_terminal(comparison.decision, console, title="voxperf gate")
     for a in comparison.attributions:
         if a.dominant and abs(a.total_delta_ms) > 0:
-            parts = ", ".join(
-                f"{k} {v:+.1f} ms"
-                for k, v in sorted(a.stage_deltas_ms.items(), key=lambda kv: -abs(kv[1]))
-                if abs(v) >= 0.05
-            )
+            parts = _stage_parts(a)
             console.print(
                 f"where the time went, {_where(a.lane, a.pipeline, a.level)}: total "
                 f"{a.total_delta_ms:+.1f} ms ({parts})",
