@@ -5,7 +5,8 @@ Run (each prints a table and writes benchmarks/results/gate-<experiment>.json):
     .venv/bin/python benchmarks/gate_experiments.py codepath      # ~10 min: 100 A/A + 40 A/B
     .venv/bin/python benchmarks/gate_experiments.py instructions  # ~25 min: 10 A/A = 20 worker runs
                                                                   # (other core busy) + 5 A/B
-    .venv/bin/python benchmarks/gate_experiments.py provider      # ~40 min: 30 A/A + 20 A/B
+    .venv/bin/python benchmarks/gate_experiments.py provider      # ~60 min: 30 A/A + 20 A/B, each
+                                                                  # run until decided, 5 min budget
 
 Every decision is a fresh ``voxperf ab`` (library call ``run_paired``): two new worker processes,
 engines loaded, requests interleaved A B B A, decided by the gate on its default headline metrics
@@ -31,7 +32,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ def _summary(run: PairedRun) -> dict[str, Any]:
         "status": run.decision.status,
         "seconds": round(run.elapsed_s, 2),
         "rounds": run.rounds,
+        "stoppedBy": run.stopped_by,
         "rows": [
             {
                 "where": r.change.where,
@@ -195,13 +196,13 @@ def provider(args: argparse.Namespace) -> None:
         pipelines=("dictation", "speech"),
         variants=("short",),
         levels=("raw",),
-        iterations=args.rounds or 15,
+        iterations=args.rounds or 20,
         warmup=1,
     )
-    kw: dict[str, Any] = {}
+    # as `voxperf ab --max-time 5min`: 20 rounds, then looks every 5 until the gate decides
+    kw: dict[str, Any] = {"max_time_s": args.budget}
     if args.target:
-        kw = {"target_ci": args.target, "max_time_s": 300.0}
-        config = replace(config, iterations=8)
+        kw["target_ci"] = args.target
     aa = trials("A/A provider", args.aa, config, Side("base"), Side("head"), **kw)
     os.environ["VOXPERF_INJECT"] = "stt_slowdown=0.10"
     ab = trials("A/B +10% stt", args.ab, config, Side("base"), Side("head", SHIM), **kw)
@@ -223,6 +224,9 @@ def main() -> None:
         "--work", type=int, default=385, help="instructions: extra loop iterations (385: about +1 %)"
     )
     parser.add_argument("--target", type=float, default=None, help="provider: --target-ci as a fraction")
+    parser.add_argument(
+        "--budget", type=float, default=300.0, help="provider: seconds per decision (--max-time), default 300"
+    )
     args = parser.parse_args()
     defaults = {"codepath": (100, 40), "instructions": (10, 5), "provider": (30, 20)}[args.experiment]
     args.aa = defaults[0] if args.aa is None else args.aa

@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,10 +132,36 @@ def test_wer_is_a_paired_difference(tone_dir: Path) -> None:
     assert wer.change.estimate > 0 and wer.verdict == "regression"
 
 
-def test_target_ci_stops_early_and_budget_stops_late(tone_dir: Path) -> None:
+def test_a_budget_runs_until_the_gate_decides(tone_dir: Path) -> None:
     config = _config(tone_dir, iterations=3, stt="fake:latency=5ms")
+    slower = Side("head", overrides={"stt": "fake:latency=15ms"})
+    run = run_paired(config, Side("base"), slower, max_time_s=600)
+    assert run.stopped_by == "decided" and run.rounds["provider"] == 3 and run.decision.status == "fail"
     run = run_paired(config, Side("base"), Side("head"), target_ci=0.5)
-    assert run.stopped_by == "target" and run.rounds["provider"] == 3
+    assert run.stopped_by in ("decided", "target") and run.rounds["provider"] == 3
+
+
+def test_the_decision_is_looked_at_every_few_rounds(tone_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import voxperf.bench.paired as paired
+
+    looks: list[int] = []
+    real_decide = paired.decide
+
+    def undecided_twice(changes: list[Any], **kw: Any) -> Any:
+        looks.append(changes[0].n)
+        decision = real_decide(changes, **kw)
+        return decision if len(looks) > 2 else replace(decision, status="inconclusive")
+
+    monkeypatch.setattr(paired, "decide", undecided_twice)
+    run = run_paired(_config(tone_dir, iterations=2), Side("base"), Side("head"), max_time_s=600)
+    step = paired.LOOK_EVERY
+    assert run.stopped_by == "decided" and run.rounds["provider"] == 2 + 2 * step
+    assert looks[:3] == [3 * 2, 3 * (2 + step), 3 * (2 + 2 * step)]  # 3 fixtures a round
+
+
+def test_inconclusive_runs_look_every_few_rounds_until_the_budget(tone_dir: Path) -> None:
+    # a minimum of rounds that no budget reaches: the run ends when the budget is spent
+    config = _config(tone_dir, iterations=10**6, stt="fake:latency=5ms")
     ticks = iter(range(10**6))  # an injected clock: every call is one "second" later
     run = run_paired(
         config, Side("base"), Side("head"), target_ci=1e-9, max_time_s=40, clock=lambda: float(next(ticks))

@@ -427,9 +427,11 @@ def ab(
     instrument: Annotated[str, typer.Option(help="wall | instructions (callgrind; codepath lane)")] = "wall",
     normalizer: Annotated[str, typer.Option(help="WER normaliser")] = "whisper-english",
     target_ci: Annotated[
-        str | None, typer.Option(help="Run until every gated CI is within ±PCT (e.g. 2%)")
+        str | None, typer.Option(help="Also stop once every gated CI is within ±PCT (e.g. 2%)")
     ] = None,
-    max_time: Annotated[str | None, typer.Option(help="Time budget, e.g. 5min, 300s")] = None,
+    max_time: Annotated[
+        str | None, typer.Option(help="Run until the gate decides, within this budget, e.g. 5min")
+    ] = None,
     gate_metrics: Annotated[
         str | None, typer.Option(help="Gated metrics, comma-separated (default: tool.voxperf.gate metrics)")
     ] = None,

@@ -9,8 +9,14 @@ The figure of merit is the per-request ratio head/base: what the two requests sh
 moment, the fixture, the cache state) cancels out, which is why a paired comparison stays quiet on
 a noisy CI runner where two separate runs do not.
 
-Rounds continue for ``iterations``, or with a target until every gated metric's 95 % CI is
-narrower than ``target_ci`` (relative half-width), or until the time budget is spent.
+Rounds continue for ``iterations``. With a time budget or a CI target they go on from there until
+the answer is known, looking every :data:`LOOK_EVERY` rounds: the gate decides (every gated
+metric is a regression, an improvement or shown unchanged), or every gated metric's 95 % CI is
+narrower than ``target_ci`` (relative half-width), or the budget is spent ("inconclusive within
+budget"). Looking repeatedly is a sequential test; simulated with the gate's own functions
+(``benchmarks/gate_sequential.py``), looks every 5 rounds from 20 to 80 kept false failures of a
+change exactly at the tolerance at or under 5 %, and raised the power against +10 % from 55 % to
+99.7 % at a per-request spread of 8 %.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ __all__ = [
 
 AB_KEYS = ("stt", "tts", "vad", "rewrite", "encode", "fake_latency")
 Group = tuple[str, str, str | None]  # lane, pipeline, level
+LOOK_EVERY = 5  # rounds between looks at the decision once the minimum is measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +254,7 @@ class PairedRun:
     references: dict[str, str]  # fixture -> transcript
     workers: dict[str, dict[str, Any]]  # side -> hello + engines + fixtures, per lane
     rounds: dict[str, int]
-    stopped_by: str  # "iterations" | "target" | "budget" | "interrupted"
+    stopped_by: str  # "iterations" | "decided" | "target" | "budget" | "interrupted" | "worker failed"
     elapsed_s: float
     failures: list[dict[str, Any]]
     decision: GateDecision
@@ -602,16 +609,22 @@ def _run_lane(
             if deadline is not None and clock() >= deadline:
                 stop = "budget"
                 break
-            if target_ci is None:
-                if measured >= config.iterations:
-                    break
+            if measured < config.iterations:
                 continue
-            if measured >= config.iterations:
-                lane_pairs = {g: v for g, v in pairs.items() if g[0] == lane}
-                changes = gated_changes(lane_pairs, texts, references, gate, config.normalizer)
-                if changes and all(c.half_width <= target_ci for c in changes if c.kind == "ratio"):
-                    stop = "target"
-                    break
+            if target_ci is None and deadline is None:
+                break  # a fixed number of rounds
+            if (measured - config.iterations) % LOOK_EVERY:
+                continue
+            lane_pairs = {g: v for g, v in pairs.items() if g[0] == lane}
+            changes = gated_changes(lane_pairs, texts, references, gate, config.normalizer)
+            if not changes:
+                continue
+            if decide(changes, alpha=gate.alpha).status in ("pass", "fail"):
+                stop = "decided"
+                break
+            if target_ci is not None and all(c.half_width <= target_ci for c in changes if c.kind == "ratio"):
+                stop = "target"
+                break
         return stop
     finally:
         for worker in started.values():

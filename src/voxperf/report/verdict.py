@@ -137,8 +137,9 @@ def _paired_context(run: PairedRun) -> list[str]:
     rounds = ", ".join(f"{lane} {n} round(s)" for lane, n in run.rounds.items())
     why = {
         "iterations": "after the configured iterations",
+        "decided": "as soon as the gate could decide",
         "target": f"when every gated CI was within ±{(run.target_ci or 0) * 100:.3g} %",
-        "budget": "when the time budget ran out (inconclusive within budget)",
+        "budget": "when the time budget ran out",
         "interrupted": "when interrupted (Ctrl-C): only the pairs measured so far",
         "worker failed": "when a worker failed: only the pairs measured before",
     }.get(run.stopped_by, run.stopped_by)
