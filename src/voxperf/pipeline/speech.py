@@ -1,7 +1,9 @@
 """The speech pipeline: text → TTS stream → audio sink, with the request-flow events of a TTS server's
 logging plan (``REQUEST_START``, ``FIRST_CHUNK_GENERATED``, ``FIRST_AUDIO_CHUNK`` ...).
 
-Request start is taken before the engine sees the text. For each chunk the time waiting on the
+Request start is taken before the engine sees the text. The text reaches the engine in bounded
+units (:func:`~voxperf.pipeline.units.synthesis_units`), one after another, so memory and time to
+first audio do not grow with the length of the input. For each chunk the time waiting on the
 engine is a ``synthesize`` span and the hand-off to the sink a ``sink`` span. After the request,
 the delivered audio is analysed (outside the timed path) to find the first non-silent sample, so
 TTFA is measured to the delivery of the chunk that holds it, never to response headers or to the
@@ -12,13 +14,16 @@ on the delivery times of the chunks (:func:`voxperf.trace.metrics.playout`).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from voxperf.audio.pcm import Audio
 from voxperf.engines.base import TTSEngine, VADEngine
+from voxperf.errors import UsageError
 from voxperf.pipeline.sinks import AudioSink, NullAudioSink
+from voxperf.pipeline.units import DEFAULT_MAX_UNIT_CHARS, synthesis_units
 from voxperf.trace.core import Clock, Trace, default_clock
 from voxperf.trace.metrics import NS_PER_S, Playout, playout, rtfx, ttfa_ns
 from voxperf.trace.stages import ClientEvent, ServerEvent, Stage
@@ -54,20 +59,24 @@ class SpeechPipeline:
         sink: AudioSink | None = None,
         vad: VADEngine | None = None,
         clock: Clock = default_clock,
+        max_unit_chars: int = DEFAULT_MAX_UNIT_CHARS,
     ) -> None:
         self.tts = tts
         self.sink: AudioSink = sink if sink is not None else NullAudioSink()
         self.vad = vad
         self.clock = clock
+        self.max_unit_chars = max_unit_chars
 
     def run(self, text: str, *, request_id: str | None = None) -> SpeechResult:
+        if not text.strip():
+            raise UsageError("there is no text to speak", "pass a non-empty text")
         clock = self.clock
         cpu0 = time.process_time_ns()
         trace = Trace(request_id, clock=clock, attrs={"pipeline": "speech"})
         trace.event(ClientEvent.REQUEST_START, t_ns=trace.start_ns)
         chunks: list[Audio] = []
         delivered_ns: list[int] = []
-        stream = iter(self.tts.stream(text))
+        stream = self._stream(text)
         trace.event(ServerEvent.INFERENCE_START)
         last_generated = trace.start_ns
         while True:
@@ -95,6 +104,11 @@ class SpeechPipeline:
         result = self._derive(trace, chunks, delivered_ns, last_generated)
         result.cpu_ns = cpu_ns
         return result
+
+    def _stream(self, text: str) -> Iterator[Audio]:
+        """The engine's chunks for each bounded unit of the text in turn (see :mod:`.units`)."""
+        for unit in synthesis_units(text, self.max_unit_chars):
+            yield from self.tts.stream(unit)
 
     def _derive(
         self, trace: Trace, chunks: list[Audio], delivered_ns: list[int], last_generated: int
