@@ -94,7 +94,7 @@ def test_server_timing_header(url: str, speech_wav: bytes) -> None:
     r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.bin", speech_wav)}, timeout=60)
     assert r.status_code == 200
     names = [part.split(";")[0] for part in r.headers["server-timing"].split(", ")]
-    assert names == ["decode", "resample", "stt"]
+    assert names == ["decode", "resample", "stt", "rewrite", "paste"]  # the library's dictation stages
 
 
 def test_openai_client_streams_speech(url: str) -> None:
@@ -184,7 +184,7 @@ def test_job_round_trip_real_engine(url: str, speech_wav: bytes) -> None:
         time.sleep(0.05)
     assert job["status"] == "done" and job["attempts"] == 1
     assert wer(TEXT, job["text"]) < 0.2 and job["text"][0].isupper()  # clean level rewrote it
-    assert set(job["timings_ms"]) == {"decode", "resample", "stt", "rewrite"}
+    assert set(job["timings_ms"]) == {"decode", "resample", "stt", "rewrite", "paste"}
     assert job["completed_at"] >= job["started_at"] >= job["created_at"]
     assert job["processing_ms"] > 0 and job["queue_wait_ms"] >= 0
 

@@ -14,7 +14,8 @@ import soundfile as sf
 from voxperf.engines.fakes import FakeSTT, FakeTTS
 from voxperf.engines.rewrite.local import LocalRewriter
 from voxperf.service.app import ServiceEngines, ServiceSettings
-from voxperf.service.jobs import MAX_ATTEMPTS, Job, SQLiteJobStore
+from voxperf.service.jobs import MAX_ATTEMPTS, Job, JobRecords
+from voxperf.pipeline.dictation import DictationPipeline
 from voxperf.service.worker import EmbeddedQueue, process_job
 
 from .test_service import _serve
@@ -34,6 +35,10 @@ def fake_engines(latency: str = "0") -> ServiceEngines:
         rewriter=LocalRewriter(),
         ready=True,
     )
+
+
+def pipeline(engines: ServiceEngines) -> DictationPipeline:
+    return engines.dictation(ServiceSettings())
 
 
 def wait_for(url: str, job_id: str, statuses: tuple[str, ...] = ("done", "failed", "cancelled")) -> dict:
@@ -67,18 +72,18 @@ def test_jobs_list_cancel_and_errors(tmp_path: Path) -> None:
 def test_restart_resumes_queued_and_interrupted_jobs(tmp_path: Path) -> None:
     for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
         ids = [httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}).json()["id"] for _ in range(3)]
-    SQLiteJobStore(tmp_path).claim(ids[1])  # as if a worker died while running it
+    JobRecords(tmp_path).claim(ids[1], "gone")  # as if a worker died while running it
     for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=1), fake_engines()):
         jobs = [wait_for(url, i) for i in ids]
     assert [j["status"] for j in jobs] == ["done"] * 3
     assert jobs[1]["attempts"] == 2 and jobs[0]["attempts"] == 1
-    assert not list((tmp_path / "audio").iterdir())  # spooled audio removed once done
+    assert all(JobRecords(tmp_path).audio(i) is None for i in ids)  # uploads removed once done
 
 
 def test_bad_audio_fails_once_without_looping(tmp_path: Path) -> None:
-    store = SQLiteJobStore(tmp_path)
+    store = JobRecords(tmp_path)
     job = store.create(Job(id="bad"), b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 10)
-    done = process_job(store, fake_engines(), "bad")
+    done = process_job(store, pipeline(fake_engines()), "bad")
     assert done is not None and (done.status, done.attempts) == ("failed", 1) and done.error
     assert job.id == "bad"
 
@@ -88,31 +93,32 @@ def test_engine_errors_retry_then_fail(tmp_path: Path) -> None:
         def transcribe(self, audio):  # type: ignore[override]
             raise RuntimeError("engine crashed")
 
-    store = SQLiteJobStore(tmp_path)
+    store = JobRecords(tmp_path)
     store.create(Job(id="j"), tone())
     engines = ServiceEngines(stt=Broken(), rewriter=LocalRewriter(), ready=True)
-    statuses = [process_job(store, engines).status for _ in range(MAX_ATTEMPTS)]  # type: ignore[union-attr]
+    statuses = [process_job(store, pipeline(engines)).status for _ in range(MAX_ATTEMPTS)]  # type: ignore[union-attr]
     assert statuses == ["queued"] * (MAX_ATTEMPTS - 1) + ["failed"]
     final = store.get("j")
     assert final is not None and final.attempts == MAX_ATTEMPTS and "engine crashed" in (final.error or "")
-    assert process_job(store, engines) is None  # nothing left to claim: no loop
+    assert process_job(store, pipeline(engines)) is None  # nothing left to claim: no loop
 
 
 def test_cancelled_running_job_result_is_dropped(tmp_path: Path) -> None:
-    store = SQLiteJobStore(tmp_path)
+    store = JobRecords(tmp_path)
     store.create(Job(id="c"), tone())
-    assert store.claim("c") is not None
+    running = store.claim("c", "w1")
+    assert running is not None
     store.cancel("c")
-    assert store.complete("c", "late text", {}) is False
+    assert store.complete(running, "late text", {}) is False
     job = store.get("c")
     assert job is not None and (job.status, job.text) == ("cancelled", None)
-    assert store.claim("c") is None
+    assert store.claim("c", "w2") is None and store.claim("c", "w2", takeover=True) is None
 
 
 def test_drain_finishes_the_running_job(tmp_path: Path) -> None:
-    store = SQLiteJobStore(tmp_path)
+    store = JobRecords(tmp_path)
     store.create(Job(id="slow"), tone())
-    queue = EmbeddedQueue(store, fake_engines(latency="0.5s"), workers=1)
+    queue = EmbeddedQueue(store, pipeline(fake_engines(latency="0.5s")), workers=1)
     queue.start()
     deadline = time.monotonic() + 10
     while store.get("slow").status != "running":  # type: ignore[union-attr]
@@ -166,10 +172,11 @@ def test_speech_request_flow_events_are_emitted(tmp_path: Path, caplog: pytest.L
     records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "voxperf.timing"]
     (event,) = [r for r in records if r["name"] == "speech_timing"]
     names = list(event["events_ms"])
-    assert names[:4] == ["REQUEST_RECEIVED", "PROCESSING_START", "INFERENCE_START", "FIRST_CHUNK_GENERATED"]
-    assert names[-2:] == ["AUDIO_GENERATION_COMPLETE", "REQUEST_COMPLETE"] and event["chunks"] == 3
+    assert names[:3] == ["REQUEST_START", "INFERENCE_START", "FIRST_CHUNK_GENERATED"]
+    assert names[-1] == "REQUEST_COMPLETE" and event["chunks"] == 3
+    assert "FIRST_AUDIO_CHUNK" in names and event["ttfa_ms"] == event["events_ms"]["FIRST_AUDIO_CHUNK"]
     times = list(event["events_ms"].values())
-    assert times == sorted(times)
+    assert times == sorted(times) and times[0] == 0.0  # from the request's arrival
 
 
 def test_malformed_corpus_keeps_memory_bounded(tmp_path: Path) -> None:
@@ -206,18 +213,18 @@ def test_malformed_corpus_keeps_memory_bounded(tmp_path: Path) -> None:
 def test_worker_survives_store_errors(tmp_path: Path) -> None:
     import sqlite3
 
-    store = SQLiteJobStore(tmp_path)
-    real_claim = store.claim
+    store = JobRecords(tmp_path)
+    real_claim = store.claim_next
     failures = {"left": 2}
 
-    def flaky_claim(job_id=None):  # type: ignore[no-untyped-def]
+    def flaky_claim(worker):  # type: ignore[no-untyped-def]
         if failures["left"] > 0:
             failures["left"] -= 1
             raise sqlite3.OperationalError("database is locked")
-        return real_claim(job_id)
+        return real_claim(worker)
 
-    store.claim = flaky_claim  # type: ignore[method-assign]
-    queue = EmbeddedQueue(store, fake_engines(), workers=1)
+    store.claim_next = flaky_claim  # type: ignore[method-assign]
+    queue = EmbeddedQueue(store, pipeline(fake_engines()), workers=1)
     queue.start()
     try:
         store.create(Job(id="after"), tone())
@@ -231,11 +238,11 @@ def test_worker_survives_store_errors(tmp_path: Path) -> None:
 
 
 def test_exhausted_interrupted_job_fails_and_frees_its_audio(tmp_path: Path) -> None:
-    store = SQLiteJobStore(tmp_path)
+    store = JobRecords(tmp_path)
     store.create(Job(id="x"), tone())
     for _ in range(MAX_ATTEMPTS):  # interrupted MAX_ATTEMPTS times (e.g. the server crashed mid-job)
-        assert store.claim("x") is not None
+        assert store.claim("x", "w") is not None
         store.requeue_running()
     job = store.get("x")
     assert job is not None and job.status == "failed" and "interrupted" in (job.error or "")
-    assert not (tmp_path / "audio" / "x.bin").exists()
+    assert store.audio("x") is None

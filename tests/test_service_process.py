@@ -64,9 +64,9 @@ def test_sigterm_drains_and_restart_completes_everything(tmp_path: Path) -> None
     finally:
         proc.kill()
     # the running job was finished during the drain; the queued ones are still queued
-    from voxperf.service.jobs import SQLiteJobStore
+    from voxperf.service.jobs import JobRecords
 
-    store = SQLiteJobStore(tmp_path)
+    store = JobRecords(tmp_path)
     statuses = [store.get(i).status for i in ids]  # type: ignore[union-attr]
     assert statuses[0] == "done" and "queued" in statuses[1:]
     port = _free_port()

@@ -1103,51 +1103,84 @@ def report(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
-    stt: Annotated[str, typer.Option(help="STT engine spec")] = "faster-whisper",
-    tts: Annotated[str, typer.Option(help="TTS engine spec")] = "piper",
+    stt: Annotated[str | None, typer.Option(help="STT engine spec, or none (VOXPERF_STT_SPEC)")] = None,
+    tts: Annotated[str | None, typer.Option(help="TTS engine spec, or none (VOXPERF_TTS_SPEC)")] = None,
     workers: Annotated[int | None, typer.Option(help="Embedded job worker threads (VOXPERF_WORKERS)")] = None,
-    job_dir: Annotated[str | None, typer.Option(help="Embedded queue directory (VOXPERF_JOB_DIR)")] = None,
-    queue: Annotated[
-        str | None, typer.Option(help="redis://HOST:6379/0: jobs go to Celery workers (voxperf worker)")
+    job_dir: Annotated[
+        str | None, typer.Option(help="Embedded job records directory (VOXPERF_JOB_DIR)")
+    ] = None,
+    jobs_db: Annotated[
+        str | None, typer.Option(help="postgresql://...: job records shared with workers (VOXPERF_JOBS_DB)")
+    ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(help="amqp://...: jobs go to Celery workers, voxperf worker (VOXPERF_BROKER_URL)"),
+    ] = None,
+    hash_key: Annotated[
+        str | None, typer.Option(help="Print the tenant:sha256:HEX form of an API key and exit")
     ] = None,
 ) -> None:
-    """Run the reference voice service (OpenAI-compatible audio endpoints, job API) on uvicorn."""
+    """Run the reference voice service (OpenAI-compatible audio endpoints, job API) on uvicorn.
+
+    Settings: flag > VOXPERF_<NAME> > [tool.voxperf.serve] in pyproject.toml > default."""
+    if hash_key is not None:
+        from voxperf.service.security import hash_key as digest
+
+        typer.echo(f"TENANT:sha256:{digest(hash_key)}")
+        return
     import uvicorn
 
-    from voxperf.service.app import ServiceSettings, create_app
+    from voxperf.service.app import create_app
+    from voxperf.service.jobs import JobRecords
+    from voxperf.service.runtime import ServiceEngines
+    from voxperf.service.settings import ServiceSettings
 
-    settings = ServiceSettings.from_env()
-    settings.stt_spec, settings.tts_spec = stt, tts
-    if workers is not None:
-        if workers < 0:
-            raise UsageError(f"--workers must be >= 0, got {workers}", "0 accepts jobs without running them")
-        settings.workers = workers
-    if job_dir is not None:
-        settings.job_dir = job_dir
-    if queue is not None:
-        if not queue.startswith(("redis://", "rediss://")):
-            raise UsageError(f"unsupported --queue {queue!r}", "use redis://HOST:6379/0")
-        settings.queue_url = queue
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    settings = ServiceSettings.load(
+        {
+            "stt_spec": stt,
+            "tts_spec": tts,
+            "workers": workers,
+            "job_dir": job_dir,
+            "jobs_db": jobs_db,
+            "broker_url": broker,
+        }
+    )
+    JobRecords(settings.records_target).close()  # a bad database fails here, in one line
+    engines = ServiceEngines()
+    engines.load(settings)  # an unknown engine or a missing model too
+    uvicorn.run(create_app(settings, engines), host=host, port=port, log_level="info")
 
 
 @app.command()
 @handle_errors
 def worker(
-    queue: Annotated[str, typer.Option(help="redis://HOST:6379/0, the same as voxperf serve --queue")],
+    broker: Annotated[str | None, typer.Option(help="amqp://..., as voxperf serve --broker")] = None,
+    jobs_db: Annotated[str | None, typer.Option(help="postgresql://..., as voxperf serve --jobs-db")] = None,
+    stt: Annotated[str | None, typer.Option(help="STT engine spec (VOXPERF_STT_SPEC)")] = None,
     concurrency: Annotated[
-        int, typer.Option(help="Jobs run at once (1: solo pool, engines warmed first)")
-    ] = 1,
+        int | None, typer.Option(help="Jobs run at once, threads sharing one model (VOXPERF_WORKERS)")
+    ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "info",
 ) -> None:
-    """Run a Celery worker for voxperf serve's job queue (VOXPERF_STT_SPEC selects the engine)."""
-    if not queue.startswith(("redis://", "rediss://")):
-        raise UsageError(f"unsupported --queue {queue!r}", "use redis://HOST:6379/0")
-    if concurrency < 1:
-        raise UsageError(f"--concurrency must be >= 1, got {concurrency}", "e.g. --concurrency 2")
+    """Run a Celery worker for voxperf serve's job queue (the same settings as the server)."""
+    from voxperf.service.settings import ServiceSettings
+
+    settings = ServiceSettings.load(
+        {
+            "broker_url": broker,
+            "jobs_db": jobs_db,
+            "stt_spec": stt,
+            "workers": concurrency,
+            "tts_spec": "none",
+        }
+    )
+    if not settings.broker_url:
+        raise UsageError("voxperf worker needs a broker", "give --broker amqp://guest:guest@HOST:5672//")
+    if settings.workers < 1:
+        raise UsageError(f"--concurrency must be >= 1, got {settings.workers}", "e.g. --concurrency 2")
     from voxperf.service.celery_app import run_worker
 
-    run_worker(queue, concurrency=concurrency, loglevel=loglevel)
+    run_worker(settings, loglevel=loglevel)
 
 
 @app.command()

@@ -16,6 +16,8 @@ CLI and an HTTP status for the service::
     ├── WorkerError                  a bench worker (base/head) failed;  exit 3 / 502
     ├── PartialFailure               some fixtures failed, results of the rest were written; exit 4
     ├── GitHubError                  the GitHub API refused or failed;   exit 3 / 502
+    ├── ServiceUnavailableError      job database or broker unreachable; exit 3 / 503
+    │   └── StorageFullError         the service's disk is full;         exit 3 / 507
     └── StoreError                   result store problem;               exit 2 / 400
         ├── StoreConflictError       a key already holds different content; exit 5 / 409
         └── StoreRemoteError         the store's git remote failed;      exit 3 / 502
@@ -37,6 +39,8 @@ __all__ = [
     "ModelNotFoundError",
     "PartialFailure",
     "SchemaVersionError",
+    "ServiceUnavailableError",
+    "StorageFullError",
     "StoreConflictError",
     "StoreError",
     "StoreRemoteError",
@@ -155,3 +159,16 @@ class GitHubError(VoxperfError):
 
     exit_code = ExitCode.PROVIDER
     http_status = 502
+
+
+class ServiceUnavailableError(VoxperfError):
+    """A service dependency (the job database, the broker) cannot be reached; retry later."""
+
+    exit_code = ExitCode.PROVIDER
+    http_status = 503
+
+
+class StorageFullError(ServiceUnavailableError):
+    """The service's disk is full: nothing more can be accepted until space is freed."""
+
+    http_status = 507

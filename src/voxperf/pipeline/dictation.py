@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from voxperf.audio.codec import decode, encode, resample
-from voxperf.engines.base import Rewriter, STTEngine, VADEngine
+from voxperf.audio.codec import DEFAULT_MAX_DURATION_S, decode, encode, resample
+from voxperf.engines.base import Rewriter, Segment, STTEngine, VADEngine
+from voxperf.errors import AudioError
 from voxperf.pipeline.sinks import NullSink, TextSink
 from voxperf.trace.core import Clock, Trace, default_clock
 from voxperf.trace.stages import Stage
@@ -34,6 +35,8 @@ class DictationResult:
     input_audio_s: float  # duration of the decoded input
     original_bytes: int  # 16-bit PCM bytes of the audio given to STT
     encoded_bytes: int  # bytes after encode (0 when encode is "none")
+    language: str | None = None  # as the STT engine reported it
+    segments: tuple[Segment, ...] = ()  # the STT engine's timed segments (of the transcript, not the text)
 
 
 class DictationPipeline:
@@ -48,6 +51,8 @@ class DictationPipeline:
         sink: TextSink | None = None,
         encode_format: str = "flac",
         clock: Clock = default_clock,
+        max_duration_s: float = DEFAULT_MAX_DURATION_S,
+        min_duration_s: float = 0.0,
     ) -> None:
         if encode_format not in ENCODE_FORMATS:
             from voxperf.errors import UsageError
@@ -61,14 +66,33 @@ class DictationPipeline:
         self.sink: TextSink = sink if sink is not None else NullSink()
         self.encode_format = encode_format
         self.clock = clock
+        self.max_duration_s = max_duration_s  # longer input is refused (AudioError) while decoding
+        self.min_duration_s = min_duration_s  # shorter input is refused: nothing to transcribe
 
     def run(
-        self, data: bytes, level: str, *, name: str | None = None, request_id: str | None = None
+        self,
+        data: bytes,
+        level: str,
+        *,
+        name: str | None = None,
+        request_id: str | None = None,
+        start_ns: int | None = None,
     ) -> DictationResult:
-        """Run one request on encoded audio bytes (as a file or upload would hold them)."""
-        trace = Trace(request_id, clock=self.clock, attrs={"pipeline": "dictation", "level": level})
+        """Run one request on encoded audio bytes (as a file or upload would hold them).
+
+        The trace starts now, or at ``start_ns`` when the request began earlier (a server passes
+        the time the request arrived, so reading the upload counts as overhead, not as nothing).
+        """
+        trace = Trace(
+            request_id, clock=self.clock, start_ns=start_ns, attrs={"pipeline": "dictation", "level": level}
+        )
         with trace.span(Stage.DECODE):
-            audio = decode(data, name=name)
+            audio = decode(data, name=name, max_duration_s=self.max_duration_s)
+        if audio.duration_s < self.min_duration_s:
+            raise AudioError(
+                f"the audio is {audio.duration_s * 1000:.0f} ms long, too short to transcribe",
+                f"send at least {self.min_duration_s * 1000:.0f} ms of audio",
+            )
         with trace.span(Stage.RESAMPLE):
             speech = resample(audio, self.stt.sample_rate)
         if self.vad is not None:
@@ -96,4 +120,6 @@ class DictationPipeline:
             input_audio_s=audio.duration_s,
             original_bytes=speech.num_samples * 2,
             encoded_bytes=encoded_bytes,
+            language=transcript.language,
+            segments=tuple(transcript.segments),
         )

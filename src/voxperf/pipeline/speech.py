@@ -67,12 +67,14 @@ class SpeechPipeline:
         self.clock = clock
         self.max_unit_chars = max_unit_chars
 
-    def run(self, text: str, *, request_id: str | None = None) -> SpeechResult:
+    def run(self, text: str, *, request_id: str | None = None, start_ns: int | None = None) -> SpeechResult:
+        """Speak ``text`` into the sink; the trace starts now, or at ``start_ns`` (a server passes
+        the time the request arrived: TTFA is then measured from the request, as a client sees it)."""
         if not text.strip():
             raise UsageError("there is no text to speak", "pass a non-empty text")
         clock = self.clock
         cpu0 = time.process_time_ns()
-        trace = Trace(request_id, clock=clock, attrs={"pipeline": "speech"})
+        trace = Trace(request_id, clock=clock, start_ns=start_ns, attrs={"pipeline": "speech"})
         trace.event(ClientEvent.REQUEST_START, t_ns=trace.start_ns)
         chunks: list[Audio] = []
         delivered_ns: list[int] = []

@@ -42,6 +42,13 @@ class ServiceMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.ttfa_seconds = Histogram(
+            "voxperf_tts_ttfa_seconds",
+            "Speech, synthesised (cache misses): request start (app called) to the body message holding "
+            "the first audible sample handed to the transport (the library's TTFA)",
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
         self.jobs = Counter("voxperf_jobs_total", "Jobs by outcome", ["outcome"], registry=self.registry)
         self.queue_depth = Gauge("voxperf_queue_depth", "Jobs waiting in the queue", registry=self.registry)
         self.cache_hits = Counter(

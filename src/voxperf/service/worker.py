@@ -1,160 +1,121 @@
-"""Running transcriptions: one function for the synchronous endpoint and for every job worker.
+"""Running transcription jobs: one :func:`process_job` for the embedded workers and the Celery task.
 
-:func:`transcribe_bytes` is the traced request path (decode → resample → stt → rewrite). The
-:func:`process_job` step claims one job, runs it and records the outcome, and is what both the
-embedded worker threads (:class:`EmbeddedQueue`) and the Celery task call, so behaviour is the same
-whichever queue runs it: a job whose completion is recorded logs one ``pipeline_timing`` line
-(:func:`~voxperf.service.timing.log_pipeline_timing`) in the process that ran it.
+A job runs the library's :class:`~voxperf.pipeline.dictation.DictationPipeline`, exactly as ``voxperf
+bench`` and the synchronous endpoint do. :func:`process_job` claims the job's record, runs the
+pipeline on its upload and records the outcome under the attempt it claimed (see
+:mod:`voxperf.service.jobs`); a recorded completion logs the exporter's ``pipeline_timing`` event in
+the process that ran it. The embedded queue (:class:`EmbeddedQueue`, worker threads pulling the
+oldest queued job) and Celery's task (:mod:`voxperf.service.celery_app`) differ only in how they
+learn which job to run.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-from voxperf.audio.codec import decode, resample
-from voxperf.engines.base import Transcript
 from voxperf.errors import AudioError, UsageError, VoxperfError
-from voxperf.service.jobs import Job, JobStore
+from voxperf.pipeline.dictation import DictationPipeline, DictationResult
+from voxperf.service.jobs import Job, JobRecords
 from voxperf.service.timing import log_pipeline_timing
 from voxperf.trace.core import Trace
-from voxperf.trace.metrics import NS_PER_MS
-from voxperf.trace.stages import ServerEvent, Stage
+from voxperf.trace.metrics import NS_PER_MS, stage_totals_ns
 
-__all__ = ["MIN_DURATION_S", "EmbeddedQueue", "Transcription", "process_job", "transcribe_bytes"]
+__all__ = ["EmbeddedQueue", "log_dictation", "process_job", "stage_ms", "worker_id"]
 
 log = logging.getLogger("voxperf.service")
-MIN_DURATION_S = 0.1
+OnDone = Callable[[Job, Trace | None], None]
 
 
-@dataclass(slots=True)
-class Transcription:
-    """One traced transcription of uploaded bytes (the text stays out of telemetry)."""
-
-    transcript: Transcript
-    trace: Trace  # request start (``start_ns``) → transcript ready
-    level: str
-    input_audio_s: float  # duration of the decoded upload
-    original_bytes: int  # 16-bit PCM bytes given to STT (the pipeline_timing event's ``original_bytes``)
-    encoded_bytes: int = 0  # the service hands STT the PCM; nothing is re-encoded
-
-    def log_timing(self, session_id: str | None = None) -> None:
-        """Log this finished dictation's ``pipeline_timing`` line (the exporter's event)."""
-        log_pipeline_timing(
-            self.trace,
-            processing_level=self.level,
-            original_bytes=self.original_bytes,
-            encoded_bytes=self.encoded_bytes,
-            session_id=session_id,
-        )
-
-
-def transcribe_bytes(
-    engines: Any,
-    data: bytes,
-    *,
-    level: str = "raw",
-    max_duration_s: float = 600.0,
-    start_ns: int | None = None,
-) -> Transcription:
-    """Decode, resample, transcribe (and rewrite unless raw) uploaded bytes, traced from ``start_ns``."""
-    trace = Trace(start_ns=start_ns)
-    trace.event(ServerEvent.REQUEST_RECEIVED, t_ns=trace.start_ns)
-    with trace.span(Stage.DECODE):
-        audio = decode(data, name="upload", max_duration_s=max_duration_s)
-    if audio.duration_s < MIN_DURATION_S:
-        raise AudioError(
-            f"the audio is {audio.duration_s * 1000:.0f} ms long, too short to transcribe",
-            f"send at least {MIN_DURATION_S * 1000:.0f} ms of audio",
-        )
-    with trace.span(Stage.RESAMPLE):
-        speech = resample(audio, engines.stt.sample_rate)
-    with trace.span(Stage.STT):
-        transcript = engines.stt.transcribe(speech)
-    if level != "raw":
-        with trace.span(Stage.REWRITE):
-            transcript = Transcript(
-                engines.rewriter.rewrite(transcript.text, level), transcript.language, transcript.segments
-            )
-    trace.finish()
-    return Transcription(transcript, trace, level, audio.duration_s, speech.num_samples * 2)
+def worker_id() -> str:
+    """``host:pid:thread`` of the code running an attempt (recorded, never shown to clients)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
 def stage_ms(trace: Trace) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for span in trace.spans:
-        out[span.name] = out.get(span.name, 0.0) + (span.end_ns - span.start_ns) / NS_PER_MS
-    return out
+    """Per-stage milliseconds of a trace (the library's stage totals)."""
+    return {name: ns / NS_PER_MS for name, ns in stage_totals_ns(trace).items()}
+
+
+def log_dictation(result: DictationResult, session_id: str | None = None) -> None:
+    """The finished dictation's ``pipeline_timing`` line (the exporter's event)."""
+    log_pipeline_timing(
+        result.trace,
+        processing_level=result.level,
+        original_bytes=result.original_bytes,
+        encoded_bytes=result.encoded_bytes,
+        session_id=session_id,
+    )
 
 
 def process_job(
-    store: JobStore,
-    engines: Any,
+    records: JobRecords,
+    pipeline: DictationPipeline,
     job_id: str | None = None,
     *,
-    max_duration_s: float = 600.0,
-    on_done: Callable[[Job, Trace | None], None] | None = None,
+    takeover: bool = False,
+    on_done: OnDone | None = None,
 ) -> Job | None:
-    """Claim one job (the given one or the oldest queued), run it, record the outcome.
+    """Claim one job (the given one, or the oldest queued), run it, record the outcome.
 
-    A completion is recorded only if the job is still running (a cancelled job's result is
-    dropped, a duplicate delivery is a no-op). Bad audio fails the job at once; any other error
-    puts it back in the queue until it has failed ``MAX_ATTEMPTS`` times.
+    ``takeover``: the message was redelivered because its worker died, so a running job is taken
+    over. Bad audio fails the job at once; any other error puts it back in the queue until it has
+    failed ``MAX_ATTEMPTS`` times. Returns the record as it ended, or None when there was nothing to
+    do (already taken, done or cancelled).
     """
-    job = store.claim(job_id)
+    me = worker_id()
+    job = records.claim(job_id, me, takeover=takeover) if job_id else records.claim_next(me)
     if job is None:
         return None
     trace: Trace | None = None
-    recorded: Transcription | None = None
+    recorded: DictationResult | None = None
     try:
-        data = store.audio(job.id)
+        data = records.audio(job.id)
         if data is None:
             raise AudioError("the job's audio is gone", "submit the job again")
-        result = transcribe_bytes(engines, data, level=job.level, max_duration_s=max_duration_s)
+        result = pipeline.run(data, job.level, name="upload", request_id=job.id)
         trace = result.trace
-        if store.complete(job.id, result.transcript.text, stage_ms(trace)):
+        if records.complete(job, result.text, stage_ms(trace)):
             recorded = result
     except (AudioError, UsageError) as exc:
-        store.fail(job.id, exc.message, permanent=True)
+        records.fail(job, exc.message, permanent=True)
     except VoxperfError as exc:
-        store.fail(job.id, exc.message)
+        records.fail(job, exc.message)
     except Exception as exc:  # an engine crash: retried, then failed with its reason
         log.exception("job %s failed", job.id)
-        store.fail(job.id, f"{type(exc).__name__}: {exc}")
+        records.fail(job, f"{type(exc).__name__}: {exc}")
     if recorded is not None:  # outside the try: telemetry never fails a finished job
-        recorded.log_timing(session_id=job.id)
-    final = store.get(job.id)
+        log_dictation(recorded, session_id=job.id)
+    final = records.get(job.id)
     if on_done is not None and final is not None:
         on_done(final, trace)
     return final
 
 
 class EmbeddedQueue:
-    """In-process worker threads pulling jobs from the store; interrupted jobs resume on start."""
+    """In-process worker threads pulling jobs from the record; interrupted jobs resume on start."""
 
     def __init__(
         self,
-        store: JobStore,
-        engines: Any,
+        records: JobRecords,
+        pipeline: DictationPipeline,
         *,
         workers: int = 1,
-        max_duration_s: float = 600.0,
-        on_done: Callable[[Job, Trace | None], None] | None = None,
+        on_done: OnDone | None = None,
     ) -> None:
-        self.store = store
-        self.engines = engines
+        self.records = records
+        self.pipeline = pipeline
         self.workers = workers
-        self.max_duration_s = max_duration_s
         self.on_done = on_done
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> int:
-        resumed = self.store.requeue_running()
+        resumed = self.records.requeue_running()
         for i in range(self.workers):
             t = threading.Thread(target=self._loop, name=f"voxperf-worker-{i}", daemon=True)
             t.start()
@@ -168,10 +129,8 @@ class EmbeddedQueue:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                job = process_job(
-                    self.store, self.engines, max_duration_s=self.max_duration_s, on_done=self.on_done
-                )
-            except Exception:  # a store or callback error must not end the worker for good
+                job = process_job(self.records, self.pipeline, on_done=self.on_done)
+            except Exception:  # a database or callback error must not end the worker for good
                 log.exception("job worker error; retrying in 1 s")
                 self._stop.wait(1.0)
                 continue

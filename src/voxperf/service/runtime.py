@@ -1,0 +1,81 @@
+"""The engines a server or worker runs, typed by their Protocols, and the library pipelines on them.
+
+Engines load per capability: ``stt_spec="none"`` serves no transcription (and loads no STT model),
+``tts_spec="none"`` no speech (no voice in memory), so a transcription-only server is as light as
+its STT engine. The pipelines are the library's own (:class:`DictationPipeline`,
+:class:`SpeechPipeline`): a request through the service is measured exactly as ``voxperf bench``
+measures it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from voxperf.engines.base import Rewriter, STTEngine, TTSEngine
+from voxperf.errors import DependencyMissingError
+from voxperf.pipeline.dictation import DictationPipeline
+from voxperf.pipeline.sinks import AudioSink
+from voxperf.pipeline.speech import SpeechPipeline
+from voxperf.service.settings import ServiceSettings
+
+__all__ = ["MIN_DURATION_S", "ServiceEngines"]
+
+MIN_DURATION_S = 0.1  # shorter uploads hold nothing to transcribe
+
+
+@dataclass
+class ServiceEngines:
+    """Engines loaded once at start-up and warmed up (``/readyz`` is 200 once they are)."""
+
+    stt: STTEngine | None = None
+    tts: TTSEngine | None = None
+    rewriter: Rewriter | None = None
+    ready: bool = False
+
+    def load(self, settings: ServiceSettings) -> None:
+        """Create and warm the engines the settings ask for ("none" skips a capability)."""
+        from voxperf.engines.registry import create_engine, parse_spec
+
+        if self.rewriter is None:
+            self.rewriter = create_engine(parse_spec("rewrite", settings.rewrite_spec))
+        if self.stt is None and settings.stt_spec != "none":
+            spec = parse_spec("stt", settings.stt_spec)
+            if spec.name == "faster-whisper" and settings.workers > 1 and "num_workers" not in spec.options:
+                # one model, one CTranslate2 worker per job worker: jobs run in parallel, weights load once
+                spec.options["num_workers"] = str(settings.workers)
+            stt = create_engine(spec)
+            stt.warmup()
+            self.stt = stt
+        if self.tts is None and settings.tts_spec != "none":
+            tts = create_engine(parse_spec("tts", settings.tts_spec))
+            tts.warmup()
+            self.tts = tts
+        self.ready = True
+
+    def dictation(self, settings: ServiceSettings) -> DictationPipeline:
+        """The dictation pipeline as the service runs it: PCM to the engine (no upload encode, no
+        VAD trim), the text delivered to no clipboard."""
+        if self.stt is None or self.rewriter is None:
+            raise DependencyMissingError(
+                "this server does not transcribe (started with stt_spec none)",
+                "start voxperf serve with --stt faster-whisper",
+            )
+        return DictationPipeline(
+            self.stt,
+            self.rewriter,
+            encode_format="none",
+            max_duration_s=settings.max_duration_s,
+            min_duration_s=MIN_DURATION_S,
+        )
+
+    def require_tts(self) -> TTSEngine:
+        if self.tts is None:
+            raise DependencyMissingError(
+                "this server does not synthesise speech (started with tts_spec none)",
+                "start voxperf serve with --tts piper",
+            )
+        return self.tts
+
+    def speech(self, sink: AudioSink) -> SpeechPipeline:
+        """The speech pipeline into ``sink`` (the HTTP response, for the service)."""
+        return SpeechPipeline(self.require_tts(), sink=sink)

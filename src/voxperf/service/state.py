@@ -1,0 +1,84 @@
+"""What the routers share: one :class:`ServiceState` per app, and the request dependencies on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from voxperf.pipeline.dictation import DictationPipeline
+from voxperf.service.cache import PhraseCache
+from voxperf.service.http import ApiError
+from voxperf.service.jobs import JobRecords
+from voxperf.service.metrics import ServiceMetrics
+from voxperf.service.runtime import ServiceEngines
+from voxperf.service.security import InFlight, KeyRing, RateLimiter
+from voxperf.service.settings import ServiceSettings
+from voxperf.service.worker import EmbeddedQueue
+
+__all__ = ["ServiceState", "get_state", "get_tenant", "not_draining"]
+
+
+@dataclass
+class ServiceState:
+    settings: ServiceSettings
+    engines: ServiceEngines
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    keys: KeyRing = field(default_factory=KeyRing)
+    rate: RateLimiter = field(default_factory=lambda: RateLimiter(0.0, 1))
+    cache: PhraseCache = field(default_factory=PhraseCache)
+    transcribing: InFlight = field(default_factory=lambda: InFlight(4, "transcriptions"))
+    speaking: InFlight = field(default_factory=lambda: InFlight(4, "speech streams"))
+    records: JobRecords | None = None
+    queue: EmbeddedQueue | None = None
+    celery: Any = None
+    dictation: DictationPipeline | None = None
+    draining: bool = False
+
+    @classmethod
+    def create(cls, settings: ServiceSettings, engines: ServiceEngines) -> ServiceState:
+        return cls(
+            settings=settings,
+            engines=engines,
+            keys=KeyRing.from_settings(settings),
+            rate=RateLimiter(settings.tenant_rate_per_s, settings.tenant_burst),
+            cache=PhraseCache(settings.tts_cache_bytes),
+            transcribing=InFlight(settings.max_inflight_transcriptions, "transcriptions"),
+            speaking=InFlight(settings.max_inflight_speech, "speech streams"),
+        )
+
+    def jobs(self) -> JobRecords:
+        if self.records is None:
+            raise ApiError(
+                503,
+                "the job records are not open yet",
+                "not_ready",
+                "retry in a moment",
+                {"Retry-After": "1"},
+            )
+        return self.records
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.vox
+    return state
+
+
+def get_tenant(request: Request) -> str:
+    """The calling tenant (401 without a valid key when keys are configured), after its rate check."""
+    state = get_state(request)
+    tenant = state.keys.tenant(request.headers.get("authorization"))
+    state.rate.check(tenant)
+    return tenant
+
+
+def not_draining(request: Request) -> None:
+    if get_state(request).draining:
+        raise ApiError(
+            503,
+            "the server is shutting down and accepts no new work",
+            "unavailable",
+            "retry on another instance",
+            {"Retry-After": "5"},
+        )
