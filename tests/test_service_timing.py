@@ -179,7 +179,9 @@ def _raw_post(url: str, path: str, body: bytes) -> tuple[int, dict[str, str], by
     return int(lines[0].split()[1]), headers, body_out, first_body_ns - sent_ns
 
 
-def _samples(url: str, headers: dict[str, str] | None = None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def _samples(
+    url: str, headers: dict[str, str] | None = None
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     response = httpx.get(f"{url}/metrics", headers=headers)
     assert response.status_code == 200, response.text
     text = response.text

@@ -153,7 +153,7 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
         if cfg.broker_url:
             from voxperf.service.celery_app import enqueue, make_celery
 
-            state.celery = make_celery(cfg.broker_url)
+            state.celery = make_celery(cfg.broker_url, cfg.broker_queue)
             for job_id in await run_in_threadpool(state.records.queued_ids):  # duplicates are no-ops
                 await run_in_threadpool(enqueue, state.celery, job_id)
         elif cfg.workers > 0 and state.engines.stt is not None:

@@ -25,6 +25,7 @@ that by the duration limit.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from typing import Any
@@ -56,8 +57,9 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
-def make_celery(broker_url: str) -> Celery:
-    """The Celery app on RabbitMQ at ``broker_url`` (no result backend: outcomes are in the record)."""
+def make_celery(broker_url: str, queue: str = QUEUE) -> Celery:
+    """The Celery app on RabbitMQ at ``broker_url`` (no result backend: outcomes are in the record);
+    jobs travel on ``queue``."""
     app = Celery("voxperf", set_as_current=False)
     app.conf.update(
         broker_url=broker_url,
@@ -65,7 +67,7 @@ def make_celery(broker_url: str) -> Celery:
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
-        task_default_queue=QUEUE,
+        task_default_queue=queue,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
@@ -84,7 +86,7 @@ def make_celery(broker_url: str) -> Celery:
 def enqueue(app: Celery, job_id: str) -> None:
     """Send the job's message (task id = job id). Call after the record was written."""
     try:
-        app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE)
+        app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=app.conf.task_default_queue)
     except (OperationalError, OSError) as exc:
         raise ServiceUnavailableError(
             f"cannot reach the job queue at {redact_url(str(app.conf.broker_url))}: {exc}",
@@ -131,16 +133,16 @@ def run_worker(settings: ServiceSettings, *, loglevel: str = "info") -> None:
         raise ServiceUnavailableError("voxperf worker needs a broker", "give --broker amqp://HOST:5672//")
     configure_timing_log()
     _Runtime.get(settings)  # a broken engine spec or database fails here, in one line, before consuming
-    app = make_celery(settings.broker_url)
+    app = make_celery(settings.broker_url, settings.broker_queue)
     app.worker_main(
         [
             "worker",
             "--pool=threads",
             f"--concurrency={max(1, settings.workers)}",
             f"--loglevel={loglevel}",
-            f"--queues={QUEUE}",
+            f"--queues={settings.broker_queue}",
             "--without-gossip",
             "--without-mingle",
-            f"--hostname=voxperf@{socket.gethostname()}-%i",
+            f"--hostname=voxperf-{os.getpid()}@{socket.gethostname()}",
         ]
     )

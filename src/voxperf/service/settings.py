@@ -41,6 +41,7 @@ class ServiceSettings:
     job_dir: str = ".voxperf/jobs"  # embedded: SQLite job records (jobs.sqlite) under this directory
     jobs_db: str | None = None  # postgresql://... : job records shared by servers and workers
     broker_url: str | None = None  # amqp://... : jobs go to Celery workers (voxperf worker)
+    broker_queue: str = "voxperf.jobs"  # the RabbitMQ queue (one per deployment sharing a broker)
     workers: int = 1  # embedded job worker threads; Celery worker threads for voxperf worker
     tts_cache_bytes: int = 32 * 1024 * 1024
     drain_timeout_s: float = 30.0
