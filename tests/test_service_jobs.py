@@ -13,9 +13,9 @@ import soundfile as sf
 
 from voxperf.engines.fakes import FakeSTT, FakeTTS
 from voxperf.engines.rewrite.local import LocalRewriter
+from voxperf.pipeline.dictation import DictationPipeline
 from voxperf.service.app import ServiceEngines, ServiceSettings
 from voxperf.service.jobs import MAX_ATTEMPTS, Job, JobRecords
-from voxperf.pipeline.dictation import DictationPipeline
 from voxperf.service.worker import EmbeddedQueue, process_job
 
 from .test_service import _serve
