@@ -42,13 +42,12 @@ def engines() -> ServiceEngines:
     return eng
 
 
-def _serve(settings: ServiceSettings, engines: ServiceEngines) -> Iterator[str]:
+def _serve(settings: ServiceSettings, engines: ServiceEngines, app: object = None) -> Iterator[str]:
     import uvicorn
 
     port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, engines), host="127.0.0.1", port=port, log_level="warning")
-    )
+    app = app if app is not None else create_app(settings, engines)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
