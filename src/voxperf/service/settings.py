@@ -59,6 +59,7 @@ class ServiceSettings:
     tenant_burst: int = 20  # requests a tenant may send at once above its rate
     max_inflight_transcriptions: int = 4  # synchronous transcriptions at once
     max_inflight_speech: int = 4  # speech streams at once
+    max_inflight_uploads: int = 4  # job submissions being read, checked and stored at once
     request_deadline_s: float = 300.0  # a speech stream or synchronous transcription, at most
     body_timeout_s: float = 30.0  # between two pieces of a request body
 
@@ -115,6 +116,7 @@ class ServiceSettings:
             "tenant_burst",
             "max_inflight_transcriptions",
             "max_inflight_speech",
+            "max_inflight_uploads",
             "request_deadline_s",
             "body_timeout_s",
         ):

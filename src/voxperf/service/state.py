@@ -30,6 +30,7 @@ class ServiceState:
     cache: PhraseCache = field(default_factory=PhraseCache)
     transcribing: InFlight = field(default_factory=lambda: InFlight(4, "transcriptions"))
     speaking: InFlight = field(default_factory=lambda: InFlight(4, "speech streams"))
+    uploading: InFlight = field(default_factory=lambda: InFlight(4, "job uploads"))
     records: JobRecords | None = None
     queue: EmbeddedQueue | None = None
     celery: Any = None
@@ -46,6 +47,7 @@ class ServiceState:
             cache=PhraseCache(settings.tts_cache_bytes),
             transcribing=InFlight(settings.max_inflight_transcriptions, "transcriptions"),
             speaking=InFlight(settings.max_inflight_speech, "speech streams"),
+            uploading=InFlight(settings.max_inflight_uploads, "job uploads"),
         )
 
     def jobs(self) -> JobRecords:
