@@ -447,3 +447,36 @@ def test_unknown_lane_in_queries(store: ResultStore, repo: Path) -> None:
         store.ls(lane="bogus")
     with pytest.raises(UsageError, match="unknown lane"):
         store.baseline(c, repo, lane="bogus")
+
+
+def test_store_reads_never_follow_symlinks(store: ResultStore) -> None:
+    store.put(make_result(SHA))
+    root = store.backend.root
+    os.symlink("/dev/zero", root / f"audit/{'e' * 40}.json")  # a valid-looking key, endless content
+    os.symlink(root / f"audit/{SHA}.json", root / f"audit/{'f' * 40}.json")
+    assert {r.commit for r in store.ls()} == {SHA}  # links are not results: not listed, not read
+    assert store.verify().ok
+    with pytest.raises(StoreError, match="symlink"):
+        store.backend.read(f"audit/{'e' * 40}.json")
+
+
+def test_a_killed_puts_temp_file_is_cleaned_on_the_next_write(store: ResultStore) -> None:
+    store.put(make_result(SHA))
+    audit = store.backend.root / "audit"
+    orphan = audit / f".{'b' * 40}.json.0123.tmp"  # what a put killed before its link leaves
+    orphan.write_bytes(b"half a result")
+    old = time.time() - 3600
+    os.utime(orphan, (old, old))
+    fresh = audit / f".{'c' * 40}.json.4567.tmp"  # a put in progress right now: kept
+    fresh.write_bytes(b"in progress")
+    store.put(make_result("b" * 40))
+    assert not orphan.exists() and fresh.exists()
+
+
+def test_verify_does_not_blame_files_the_index_has_not_seen_yet(store: ResultStore) -> None:
+    store.put(make_result(SHA))
+    other = ResultStore(LocalBackend(store.backend.root))
+    other._index_path = store.backend.root / "other-index.sqlite"  # another writer, its own index
+    other.put(make_result("b" * 40))
+    report = store.verify()
+    assert report.ok, report.problems

@@ -8,9 +8,13 @@ holding the files (for git: the working clone), where the store keeps its rebuil
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import io
 import os
+import stat
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -63,6 +67,7 @@ def atomic_create(path: Path, data: bytes) -> bool:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent)
         tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as exc:
@@ -91,6 +96,19 @@ def atomic_create(path: Path, data: bytes) -> bool:
 
 
 MAX_RESULT_BYTES = 256 * 1024 * 1024  # a result file larger than this is not a bench result
+STALE_TEMP_S = 600.0  # a put takes milliseconds: a temp file this old belongs to a killed writer
+
+
+def remove_stale_temps(directory: Path, *, now: float | None = None) -> int:
+    """Delete temp files left by puts that were killed (older than ``STALE_TEMP_S``); returns how many."""
+    now = time.time() if now is None else now
+    removed = 0
+    for tmp in directory.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if not tmp.is_symlink() and now - tmp.stat().st_mtime > STALE_TEMP_S:
+                tmp.unlink()
+                removed += 1
+    return removed
 
 
 def bounded_gunzip(raw: bytes, label: str, limit: int = MAX_RESULT_BYTES) -> bytes:
@@ -106,17 +124,39 @@ def bounded_gunzip(raw: bytes, label: str, limit: int = MAX_RESULT_BYTES) -> byt
     return bytes(out)
 
 
+def _read_regular(path: Path, limit: int = MAX_RESULT_BYTES) -> bytes | None:
+    """The bytes of a regular file, never through a symlink (a link to /dev/zero must not be read
+    until memory runs out) and never more than ``limit``; None when there is no such file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW refused a symlink
+            raise StoreError(
+                f"{path} is a symlink; the store reads only regular files", "remove the link"
+            ) from exc
+        raise StoreError(
+            f"cannot read {path}: {exc.strerror or exc}", "check the store's permissions"
+        ) from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise StoreError(f"{path} is not a regular file", "remove it from the store")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise StoreError(f"{path} is larger than {limit} bytes", "this is not a voxperf result")
+    return data
+
+
 def read_stored(root: Path, relpath: str) -> bytes | None:
     """Read ``relpath`` or its gzip twin under ``root``; the bytes returned are decompressed."""
     path = root / relpath
-    try:
-        return path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        pass
+    data = _read_regular(path)
+    if data is not None:
+        return data
     gz = path.with_name(path.name + ".gz")
-    try:
-        raw = gz.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
+    raw = _read_regular(gz)
+    if raw is None:
         return None
     try:
         return bounded_gunzip(raw, str(gz))
@@ -128,10 +168,12 @@ def list_stored(root: Path) -> Iterator[str]:
     audit = root / "audit"
     if not audit.is_dir():
         return
-    for dirpath, _dirs, files in os.walk(audit):
+    for dirpath, _dirs, files in os.walk(audit):  # symlinked directories are not followed
         for name in files:
             if name.endswith((".json", ".json.gz")) and not name.startswith("."):
-                yield (Path(dirpath) / name).relative_to(root).as_posix()
+                path = Path(dirpath) / name
+                if not path.is_symlink():  # a link is never a stored result
+                    yield path.relative_to(root).as_posix()
 
 
 def check_new(existing: bytes | None, data: bytes, relpath: str) -> PutStatus | None:
