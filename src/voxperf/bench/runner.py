@@ -63,7 +63,6 @@ from voxperf.pipeline.dictation import ENCODE_FORMATS, DictationPipeline, Dictat
 from voxperf.pipeline.sinks import parse_audio_sink, parse_text_sink
 from voxperf.pipeline.speech import SpeechPipeline, SpeechResult
 from voxperf.trace.core import Trace
-from voxperf.trace.export import pipeline_timing_event
 from voxperf.trace.metrics import (
     DEFAULT_NORMALIZER,
     NORMALIZERS,
@@ -605,15 +604,7 @@ def _run_lane(
                     rec, res = dictation_request(dictation, payload, fx, level, it, warm, lane)
                     if not warm and lane == "provider":
                         hypotheses.setdefault((level, fx.name), []).append(res.text)
-                        timing_events.append(
-                            pipeline_timing_event(
-                                res.trace,
-                                processing_level=res.level,
-                                original_bytes=res.original_bytes,
-                                encoded_bytes=res.encoded_bytes,
-                                app_version=__version__,
-                            )
-                        )
+                        timing_events.append(res.timing_event(__version__))
                     trace = res.trace
                 else:
                     assert speech is not None

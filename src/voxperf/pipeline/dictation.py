@@ -10,12 +10,14 @@ given the PCM.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from voxperf.audio.codec import DEFAULT_MAX_DURATION_S, decode, encode, resample
 from voxperf.engines.base import Rewriter, Segment, STTEngine, VADEngine
 from voxperf.errors import AudioError
 from voxperf.pipeline.sinks import NullSink, TextSink
 from voxperf.trace.core import Clock, Trace, default_clock
+from voxperf.trace.export import pipeline_timing_event
 from voxperf.trace.stages import Stage
 
 __all__ = ["ENCODE_FORMATS", "DictationPipeline", "DictationResult"]
@@ -37,6 +39,17 @@ class DictationResult:
     encoded_bytes: int  # bytes after encode (0 when encode is "none")
     language: str | None = None  # as the STT engine reported it
     segments: tuple[Segment, ...] = ()  # the STT engine's timed segments (of the transcript, not the text)
+
+    def timing_event(self, app_version: str, session_id: str | None = None) -> dict[str, Any]:
+        """This request's ``pipeline_timing`` event (the exporter's; timings and sizes, no text)."""
+        return pipeline_timing_event(
+            self.trace,
+            processing_level=self.level,
+            original_bytes=self.original_bytes,
+            encoded_bytes=self.encoded_bytes,
+            app_version=app_version,
+            session_id=session_id,
+        )
 
 
 class DictationPipeline:

@@ -19,12 +19,11 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
-from voxperf import __version__
-from voxperf.trace.core import Clock, Trace, default_clock
-from voxperf.trace.export import pipeline_timing_event, write_ndjson
+from voxperf.trace.core import Clock, default_clock
+from voxperf.trace.export import write_ndjson
 
 __all__ = [
     "TIMING_LOGGER",
@@ -69,48 +68,18 @@ def configure_timing_log(stream: TextIO | None = None) -> logging.Handler | None
     return handler
 
 
-def pipeline_timing_line(
-    trace: Trace,
-    *,
-    processing_level: str,
-    original_bytes: int,
-    encoded_bytes: int,
-    session_id: str | None = None,
-) -> str:
-    """The exporter's ``pipeline_timing`` event for a finished dictation trace, as one NDJSON line
-    (without the newline): the same function and serialiser as ``voxperf bench --events``."""
-    event = pipeline_timing_event(
-        trace,
-        processing_level=processing_level,
-        original_bytes=original_bytes,
-        encoded_bytes=encoded_bytes,
-        app_version=__version__,
-        session_id=session_id,
-    )
+def pipeline_timing_line(event: Mapping[str, Any]) -> str:
+    """A ``pipeline_timing`` event as one NDJSON line (without the newline): the serialiser of
+    ``voxperf bench --events``."""
     buf = io.StringIO()
     write_ndjson([event], buf)
     return buf.getvalue().rstrip("\n")
 
 
-def log_pipeline_timing(
-    trace: Trace,
-    *,
-    processing_level: str,
-    original_bytes: int,
-    encoded_bytes: int,
-    session_id: str | None = None,
-) -> None:
+def log_pipeline_timing(event: Mapping[str, Any]) -> None:
     """Log one finished dictation's ``pipeline_timing`` line on ``voxperf.timing`` (INFO)."""
     if timing_log.isEnabledFor(logging.INFO):
-        timing_log.info(
-            pipeline_timing_line(
-                trace,
-                processing_level=processing_level,
-                original_bytes=original_bytes,
-                encoded_bytes=encoded_bytes,
-                session_id=session_id,
-            )
-        )
+        timing_log.info(pipeline_timing_line(event))
 
 
 class ResponseClock:

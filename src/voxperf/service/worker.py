@@ -17,6 +17,7 @@ import socket
 import threading
 from collections.abc import Callable
 
+from voxperf import __version__
 from voxperf.errors import AudioError, UsageError, VoxperfError
 from voxperf.pipeline.dictation import DictationPipeline, DictationResult
 from voxperf.service.jobs import Job, JobRecords
@@ -42,13 +43,7 @@ def stage_ms(trace: Trace) -> dict[str, float]:
 
 def log_dictation(result: DictationResult, session_id: str | None = None) -> None:
     """The finished dictation's ``pipeline_timing`` line (the exporter's event)."""
-    log_pipeline_timing(
-        result.trace,
-        processing_level=result.level,
-        original_bytes=result.original_bytes,
-        encoded_bytes=result.encoded_bytes,
-        session_id=session_id,
-    )
+    log_pipeline_timing(result.timing_event(__version__, session_id))
 
 
 def process_job(
