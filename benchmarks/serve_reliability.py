@@ -188,6 +188,18 @@ def scaleout(_args: argparse.Namespace) -> None:
     from voxperf.service.jobs import JobRecords
 
     records = JobRecords(db)
+    try:
+        _scaleout_run(url, records, workers, worker, work, started)
+    finally:
+        for w in workers.values():
+            w.kill()
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+
+
+def _scaleout_run(
+    url: str, records: Any, workers: dict[int, Any], worker: Any, work: Path, started: int
+) -> None:
     ids = [httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", wav())}).json()["id"] for _ in range(40)]
     kills: list[dict[str, Any]] = []
     while len(kills) < 10:
@@ -219,8 +231,6 @@ def scaleout(_args: argparse.Namespace) -> None:
         w.send_signal(signal.SIGTERM)
     for w in workers.values():
         w.wait(30)
-    server.send_signal(signal.SIGTERM)
-    server.wait(30)
     counts = once_each(ids, list(work.glob("worker*.log")))
     recovered = [
         jobs[k["job"]].completed_at - k["at"]  # type: ignore[union-attr,operator]

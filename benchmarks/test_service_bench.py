@@ -149,29 +149,48 @@ def test_service_benchmarks(tmp_path: Path) -> None:
 
 
 def test_service_worker_processes_scale(tmp_path: Path) -> None:
-    """Two Celery worker processes vs one (real faster-whisper, threads=1 each), via the HTTP job API."""
-    from tests.test_celery_queue import REDIS_URL, Workers, _prefix, _redis_answers
+    """Two Celery worker processes vs one (real faster-whisper, threads=1 each), via the HTTP job API,
+    on RabbitMQ and PostgreSQL job records."""
+    import subprocess
+    import sys
+    import uuid
 
-    from voxperf.service.redis_jobs import RedisJobStore
+    import pytest
+    from tests.test_job_records import drop_schema, pg_url, postgres_schema
+    from tests.test_service_celery import BROKER, _rabbitmq_up
 
-    if not _redis_answers():
-        import pytest
-
-        pytest.skip(f"no Redis at {REDIS_URL}")
+    if not _rabbitmq_up():
+        pytest.skip(f"no RabbitMQ at {BROKER}")
     engines = ServiceEngines()
     engines.load(ServiceSettings())
     wav = _wav(engines, TEXT)
     rates = {}
+    voxperf = str(Path(sys.executable).parent / "voxperf")
     for n in (1, 2):
-        prefix = _prefix()
-        os.environ["VOXPERF_JOB_PREFIX"] = prefix
-        workers = Workers(prefix, tmp_path)
-        workers.env["VOXPERF_STT_SPEC"] = "faster-whisper:threads=1"
+        schema = postgres_schema()
+        if schema is None:
+            pytest.skip("no PostgreSQL for the job records")
+        queue = f"voxperf.bench.{uuid.uuid4().hex[:8]}"
+        settings = ServiceSettings(
+            job_dir=str(tmp_path), jobs_db=pg_url(schema), broker_url=BROKER, broker_queue=queue
+        )
+        env = {
+            **os.environ,
+            "VOXPERF_JOBS_DB": pg_url(schema),
+            "VOXPERF_BROKER_URL": BROKER,
+            "VOXPERF_BROKER_QUEUE": queue,
+        }
+        workers = [
+            subprocess.Popen(
+                [voxperf, "worker", "--stt", "faster-whisper:threads=1", "--loglevel", "warning"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(n)
+        ]
         try:
-            workers.ensure(n, timeout_s=120)
-            for url in _serve(
-                ServiceSettings(queue_url=REDIS_URL, job_dir=str(tmp_path / "unused")), engines
-            ):
+            for url in _serve(settings, engines):
                 client = httpx.Client(timeout=120)
                 ids = [
                     client.post(f"{url}/v1/jobs", files={"file": ("a.wav", wav)}).json()["id"]
@@ -180,15 +199,17 @@ def test_service_worker_processes_scale(tmp_path: Path) -> None:
                 while any(
                     client.get(f"{url}/v1/jobs/{i}").json()["status"] not in ("done", "failed") for i in ids
                 ):
-                    time.sleep(0.5)
+                    time.sleep(0.5)  # slow polling: throughput comes from server-recorded times
                 jobs = [client.get(f"{url}/v1/jobs/{i}").json() for i in ids]
                 assert all(j["status"] == "done" for j in jobs)
                 rates[n] = len(jobs) / (
                     max(j["completed_at"] for j in jobs) - min(j["created_at"] for j in jobs)
                 )
         finally:
-            workers.stop_all()
-            RedisJobStore(REDIS_URL, prefix=prefix).delete_all()
+            for w in workers:
+                w.kill()
+                w.wait(10)
+            drop_schema(schema)
     print(
         f"\njobs/s with Celery worker processes: 1 worker {rates[1]:.2f}, 2 workers {rates[2]:.2f} "
         f"(x{rates[2] / rates[1]:.2f}; 16 jobs of {decode(wav).duration_s:.1f} s audio, "

@@ -1,0 +1,34 @@
+"""``/docs`` and ``/redoc`` render offline in a real browser: every asset comes from the server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from voxperf.service.app import ServiceSettings
+
+from .test_html import ARGS, CHROMIUM, playwright
+from .test_service import _serve
+from .test_service_jobs import fake_engines
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
+
+
+@pytest.mark.parametrize(("path", "ready"), [("/docs", ".opblock"), ("/redoc", "[data-section-id]")])
+def test_api_docs_render_from_local_assets(tmp_path: Path, path: str, ready: str) -> None:
+    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
+        requests: list[str] = []
+        errors: list[str] = []
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{url}{path}")
+            page.wait_for_selector(ready, timeout=30_000)  # the operations were rendered
+            text = page.content()
+            browser.close()
+        assert "/v1/audio/transcriptions" in text and not errors
+        outside = [r for r in requests if not r.startswith(url) and not r.startswith(("data:", "blob:"))]
+        assert outside == []  # nothing from a CDN (the machine is offline anyway)
