@@ -1,4 +1,5 @@
-"""Probes, metrics and the API docs (served from assets installed with the package, no CDN).
+"""Probes, metrics and the API docs (served from assets installed with the package, no CDN: a
+Content-Security-Policy keeps the pages from loading anything from elsewhere).
 
 ``/healthz`` (alive) and ``/readyz`` (engines loaded, job records writable, not draining) are open
 to the load balancer; ``/metrics`` and the docs need an API key when the server has tenants (unless
@@ -74,25 +75,41 @@ async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
+# the docs pages load nothing from elsewhere (Redoc would fetch its logo from a CDN)
+_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self'"
+)
+
+
+def _local_only(page: Any) -> Any:
+    page.headers["Content-Security-Policy"] = _CSP
+    return page
+
+
 @router.get("/docs", include_in_schema=False, dependencies=[Depends(get_tenant)])
 async def swagger() -> Any:
-    return get_swagger_ui_html(
-        openapi_url="/openapi.json",
-        title="voxperf serve",
-        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-        swagger_css_url="/docs-assets/swagger-ui.css",
-        swagger_favicon_url="/docs-assets/favicon.png",
+    return _local_only(
+        get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="voxperf serve",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
     )
 
 
 @router.get("/redoc", include_in_schema=False, dependencies=[Depends(get_tenant)])
 async def redoc() -> Any:
-    return get_redoc_html(
-        openapi_url="/openapi.json",
-        title="voxperf serve",
-        redoc_js_url="/docs-assets/redoc.standalone.js",
-        redoc_favicon_url="/docs-assets/favicon.png",
-        with_google_fonts=False,
+    return _local_only(
+        get_redoc_html(
+            openapi_url="/openapi.json",
+            title="voxperf serve",
+            redoc_js_url="/docs-assets/redoc.standalone.js",
+            redoc_favicon_url="/docs-assets/favicon.png",
+            with_google_fonts=False,
+        )
     )
 
 
