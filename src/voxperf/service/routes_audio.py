@@ -3,7 +3,7 @@
 * ``POST /v1/audio/transcriptions`` runs :class:`~voxperf.pipeline.dictation.DictationPipeline`
   (traced from the request's arrival) and answers with a ``Server-Timing`` header of its stages.
 * ``POST /v1/audio/speech`` runs :class:`~voxperf.pipeline.speech.SpeechPipeline` with the response
-  as its sink (:mod:`voxperf.service.streaming`): TTFA, chunk gaps and streaming efficiency are the
+  as its sink (:mod:`voxperf.pipeline.handoff`): TTFA, chunk gaps and streaming efficiency are the
   library's own, measured at the wire. Long input is synthesised in bounded units.
 * ``GET /v1/models`` lists the loaded engines.
 """
@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from voxperf.audio.codec import probe_format
+from voxperf.pipeline.handoff import ClientGone, HandoffSink
 from voxperf.pipeline.speech import SpeechResult
 from voxperf.service.http import ApiError, error_responses, strict_json
 from voxperf.service.state import ServiceState, get_state, get_tenant, not_draining
-from voxperf.service.streaming import ClientGone, ResponseSink
 from voxperf.service.timing import response_clock, timing_log
 from voxperf.service.worker import log_dictation, stage_ms
 from voxperf.trace.core import Trace, default_clock
@@ -260,7 +260,7 @@ async def speech(request: Request, state: ServiceState = Depends(get_state)) -> 
     state.metrics.cache_misses.inc()
     rate = state.engines.require_tts().sample_rate
     with state.speaking.hold() as release:
-        sink = ResponseSink(
+        sink = HandoffSink(
             asyncio.get_running_loop(),
             encode=lambda chunk, first: (
                 (_wav_header(rate) if first and req.response_format == "wav" else b"") + chunk.pcm16_bytes()

@@ -104,24 +104,12 @@ class ServiceSettings:
             raise UsageError(
                 f"workers must be >= 0, got {self.workers}", "0 accepts jobs without running them"
             )
-        for name in (
-            "max_upload_bytes",
-            "max_duration_s",
-            "tts_cache_bytes",
-            "drain_timeout_s",
-            "max_queued_jobs",
-            "max_queued_audio_s",
-            "tenant_max_jobs",
-            "tenant_rate_per_s",
-            "tenant_burst",
-            "max_inflight_transcriptions",
-            "max_inflight_speech",
-            "max_inflight_uploads",
-            "request_deadline_s",
-            "body_timeout_s",
-        ):
-            if getattr(self, name) < 0:
-                raise UsageError(f"{name} must not be negative", f"set {env_name(name)} to a positive number")
+        for f in dataclasses.fields(self):  # every number here is a size, a count or a duration
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise UsageError(
+                    f"{f.name} must not be negative", f"set {env_name(f.name)} to a positive number"
+                )
         if self.broker_url and not self.broker_url.startswith(("amqp://", "amqps://")):
             raise UsageError(
                 f"unsupported broker URL {self.broker_url.split('@')[-1]!r}",

@@ -1,12 +1,13 @@
-"""The HTTP response as the speech pipeline's audio sink.
+"""An async response as the speech pipeline's audio sink (``voxperf serve`` streams through it).
 
-The library's :class:`~voxperf.pipeline.speech.SpeechPipeline` runs in a worker thread and writes
-each chunk to a :class:`ResponseSink`; the response body (an async iterator on the event loop)
-takes it, and the pipeline's ``write`` returns only once the body message holding the chunk was
-handed to the transport (the body iterator is resumed after ``send`` returned). So the pipeline's
-delivery times are the wire's, TTFA in the service is the library's TTFA (request start → the
-chunk with the first audible sample handed over), at most one chunk waits in memory, and a slow
-reader slows the synthesis instead of filling the server's memory.
+:class:`~voxperf.pipeline.speech.SpeechPipeline` runs in a worker thread and writes each chunk to
+a :class:`HandoffSink`; an async consumer on the event loop (an HTTP response body, a WebSocket
+sender) takes it with :meth:`HandoffSink.body`, and the pipeline's ``write`` returns only once the
+consumer asked for the next piece, i.e. after the previous one was sent (a Starlette response
+resumes its body iterator after ``send`` returned). So the pipeline's delivery times are the
+wire's, TTFA is the library's TTFA (request start → the chunk with the first audible sample handed
+over), at most one chunk waits in memory, and a slow reader slows the synthesis instead of filling
+memory.
 
 A client that goes away (the body iterator is closed) or a request past its deadline makes the
 next ``write`` raise :class:`ClientGone` in the pipeline's thread: the synthesis stops there.
@@ -22,7 +23,7 @@ from typing import Any
 
 from voxperf.audio.pcm import Audio
 
-__all__ = ["ClientGone", "ResponseSink"]
+__all__ = ["ClientGone", "HandoffSink"]
 
 _END = object()
 
@@ -31,8 +32,8 @@ class ClientGone(Exception):
     """The response cannot take more audio: the client disconnected or the deadline passed."""
 
 
-class ResponseSink:
-    """An :class:`~voxperf.pipeline.sinks.AudioSink` whose chunks become response body messages."""
+class HandoffSink:
+    """An :class:`~voxperf.pipeline.sinks.AudioSink` whose chunks become async response pieces."""
 
     name = "http"
 
