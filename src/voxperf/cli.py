@@ -1128,10 +1128,8 @@ def serve(
 
         typer.echo(f"TENANT:sha256:{digest(hash_key)}")
         return
-    import uvicorn
+    import threading
 
-    from voxperf.service.app import create_app
-    from voxperf.service.jobs import JobRecords
     from voxperf.service.runtime import ServiceEngines
     from voxperf.service.settings import ServiceSettings
 
@@ -1145,9 +1143,26 @@ def serve(
             "broker_url": broker,
         }
     )
-    JobRecords(settings.records_target).close()  # a bad database fails here, in one line
     engines = ServiceEngines()
-    engines.load(settings)  # an unknown engine or a missing model too
+    failed: list[BaseException] = []
+
+    def load() -> None:  # models load (mostly outside the GIL) while the web stack is imported
+        try:
+            engines.load(settings)
+        except BaseException as exc:
+            failed.append(exc)
+
+    loader = threading.Thread(target=load, name="voxperf-load-engines", daemon=True)
+    loader.start()
+    import uvicorn
+
+    from voxperf.service.app import create_app
+    from voxperf.service.jobs import JobRecords
+
+    JobRecords(settings.records_target).close()  # a bad database fails here, in one line
+    loader.join()
+    if failed:  # an unknown engine or a missing model too
+        raise failed[0]
     uvicorn.run(create_app(settings, engines), host=host, port=port, log_level="info")
 
 
