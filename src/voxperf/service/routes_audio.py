@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
 import struct
@@ -306,6 +307,7 @@ async def speech(request: Request, state: ServiceState = Depends(get_state)) -> 
             release_slot()
             if "result" in outcome:
                 state.cache.put(key, sink.sent_bytes, rate)  # only a complete phrase is cached
+            release_free_memory()
 
     def done(rc: Any) -> None:
         sink.abandon()  # a body that never started (the client left first) stops the pipeline too
@@ -318,6 +320,23 @@ async def speech(request: Request, state: ServiceState = Depends(get_state)) -> 
         "Server-Timing": f"cache;desc=miss;{lookup}, first_chunk;dur={first_chunk_ms:.3f}",
     }
     return StreamingResponse(body(), media_type=media, headers=headers)
+
+
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system after a long synthesis: glibc keeps them
+    (its mmap threshold rises with the audio buffers freed), so RSS would stay at its peak."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def _log_speech(

@@ -9,8 +9,12 @@ measures it.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from voxperf.audio.pcm import Audio
 from voxperf.engines.base import Rewriter, STTEngine, TTSEngine
 from voxperf.errors import DependencyMissingError
 from voxperf.pipeline.dictation import DictationPipeline
@@ -18,7 +22,7 @@ from voxperf.pipeline.sinks import AudioSink
 from voxperf.pipeline.speech import SpeechPipeline
 from voxperf.service.settings import ServiceSettings
 
-__all__ = ["MIN_DURATION_S", "ServiceEngines"]
+__all__ = ["MIN_DURATION_S", "ServiceEngines", "SharedTTS"]
 
 MIN_DURATION_S = 0.1  # shorter uploads hold nothing to transcribe
 
@@ -49,7 +53,7 @@ class ServiceEngines:
         if self.tts is None and settings.tts_spec != "none":
             tts = create_engine(parse_spec("tts", settings.tts_spec))
             tts.warmup()
-            self.tts = tts
+            self.tts = SharedTTS(tts, settings.tts_slots or os.cpu_count() or 1)
         self.ready = True
 
     def dictation(self, settings: ServiceSettings) -> DictationPipeline:
@@ -79,3 +83,29 @@ class ServiceEngines:
     def speech(self, sink: AudioSink) -> SpeechPipeline:
         """The speech pipeline into ``sink`` (the HTTP response, for the service)."""
         return SpeechPipeline(self.require_tts(), sink=sink)
+
+
+class SharedTTS:
+    """A TTS engine shared by concurrent streams, at most ``slots`` syntheses running at once.
+
+    Each chunk is synthesised holding a slot, so streams take turns chunk by chunk: on a CPU the
+    engine is no faster with more runs than cores, and each run in flight holds its activations
+    (Piper: about 140 MiB for a 120-character unit)."""
+
+    def __init__(self, engine: TTSEngine, slots: int) -> None:
+        self.engine = engine
+        self.info = engine.info
+        self.sample_rate = engine.sample_rate
+        self._slots = threading.Semaphore(max(1, slots))
+
+    def stream(self, text: str) -> Iterator[Audio]:
+        chunks = iter(self.engine.stream(text))
+        while True:
+            with self._slots:
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    def warmup(self) -> None:
+        self.engine.warmup()

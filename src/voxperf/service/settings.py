@@ -59,6 +59,7 @@ class ServiceSettings:
     tenant_burst: int = 20  # requests a tenant may send at once above its rate
     max_inflight_transcriptions: int = 4  # synchronous transcriptions at once
     max_inflight_speech: int = 4  # speech streams at once
+    tts_slots: int = 0  # syntheses running at once, shared by the streams (0: one per CPU core)
     max_inflight_uploads: int = 4  # job submissions being read, checked and stored at once
     request_deadline_s: float = 300.0  # a speech stream or synchronous transcription, at most
     body_timeout_s: float = 30.0  # between two pieces of a request body
