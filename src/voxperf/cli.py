@@ -1148,7 +1148,7 @@ def serve(
 
     def load() -> None:  # models load (mostly outside the GIL) while the web stack is imported
         try:
-            engines.load(settings)
+            engines.load(settings, warm=False)  # warmed up once the server listens
         except BaseException as exc:
             failed.append(exc)
 

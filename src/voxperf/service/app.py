@@ -147,9 +147,12 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         configure_timing_log()  # after uvicorn configured logging: it sets up only its own loggers
+        warming: asyncio.Future[None] | None = None
         state.records = await run_in_threadpool(JobRecords, cfg.records_target)
         if not state.engines.ready:
             await run_in_threadpool(state.engines.load, cfg)
+        if not state.engines.warm:  # ready now; the first-call costs are paid in the background
+            warming = asyncio.get_running_loop().run_in_executor(None, state.engines.warm_up)
         if cfg.broker_url:
             from voxperf.service.celery_app import enqueue, make_celery
 
@@ -167,6 +170,8 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
         yield
         # SIGTERM (uvicorn shutdown): stop accepting, let running jobs finish; the rest resume next start
         state.draining = True
+        if warming is not None:
+            await warming
         if state.queue is not None:
             await run_in_threadpool(state.queue.stop, cfg.drain_timeout_s)
 

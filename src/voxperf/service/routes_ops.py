@@ -50,6 +50,7 @@ async def readyz(state: ServiceState = Depends(get_state)) -> Any:  # noqa: B008
     engines = state.engines
     return {
         "status": "ready",
+        "warm": engines.warm,  # false while the first-call costs are still being paid
         "stt": engines.stt.info.model if engines.stt is not None else None,
         "tts": engines.tts.info.model if engines.tts is not None else None,
     }

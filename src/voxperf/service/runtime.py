@@ -9,6 +9,7 @@ measures it.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from voxperf.service.settings import ServiceSettings
 
 __all__ = ["MIN_DURATION_S", "ServiceEngines", "SharedTTS"]
 
+log = logging.getLogger("voxperf.service")
+
 MIN_DURATION_S = 0.1  # shorter uploads hold nothing to transcribe
 
 
@@ -36,8 +39,11 @@ class ServiceEngines:
     rewriter: Rewriter | None = None
     ready: bool = False
 
-    def load(self, settings: ServiceSettings) -> None:
-        """Create and warm the engines the settings ask for ("none" skips a capability)."""
+    warm: bool = False
+
+    def load(self, settings: ServiceSettings, *, warm: bool = True) -> None:
+        """Create the engines the settings ask for ("none" skips a capability) and, unless told
+        not to, warm them (a first call pays one-off costs: 0.4-0.5 s for tiny.en here)."""
         from voxperf.engines.registry import create_engine, parse_spec
 
         if self.rewriter is None:
@@ -47,14 +53,23 @@ class ServiceEngines:
             if spec.name == "faster-whisper" and settings.workers > 1 and "num_workers" not in spec.options:
                 # one model, one CTranslate2 worker per job worker: jobs run in parallel, weights load once
                 spec.options["num_workers"] = str(settings.workers)
-            stt = create_engine(spec)
-            stt.warmup()
-            self.stt = stt
+            self.stt = create_engine(spec)
         if self.tts is None and settings.tts_spec != "none":
             tts = create_engine(parse_spec("tts", settings.tts_spec))
-            tts.warmup()
             self.tts = SharedTTS(tts, settings.tts_slots or os.cpu_count() or 1)
         self.ready = True
+        if warm:
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """Run each engine once so that no client request pays its first-call costs."""
+        for engine in (self.stt, self.tts):
+            if engine is not None:
+                try:
+                    engine.warmup()
+                except Exception:  # the request that meets the same failure reports it
+                    log.exception("warming up %s failed", engine.info.name)
+        self.warm = True
 
     def dictation(self, settings: ServiceSettings) -> DictationPipeline:
         """The dictation pipeline as the service runs it: PCM to the engine (no upload encode, no
