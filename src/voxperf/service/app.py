@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from voxperf import __version__
 from voxperf.service import routes_audio, routes_jobs, routes_ops
-from voxperf.service.http import error, install_error_handlers
+from voxperf.service.http import ApiError, error, install_error_handlers
 from voxperf.service.jobs import Job, JobRecords
 from voxperf.service.runtime import ServiceEngines
 from voxperf.service.settings import ServiceSettings
@@ -50,9 +50,10 @@ _WRITES = ("POST", "PUT", "PATCH", "DELETE")
 class RequestGuard:
     """ASGI middleware: Host allow-list, cross-site writes, upload size and body read timeout."""
 
-    def __init__(self, app: Any, *, settings: ServiceSettings) -> None:
+    def __init__(self, app: Any, *, state: ServiceState) -> None:
         self.app = app
-        self.settings = settings
+        self.state = state
+        self.settings = state.settings
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -62,6 +63,42 @@ class RequestGuard:
         if refused is not None:
             await refused(scope, receive, send)
             return
+        if scope["method"] == "POST" and scope.get("path") == "/v1/jobs":
+            # a submission that will be refused is refused before its upload is read: a full queue
+            # or too many uploads at once costs the server no body to receive and parse
+            try:
+                await self._admit_upload(scope)
+            except ApiError as exc:
+                await exc.response()(scope, receive, send)
+                return
+            try:
+                await self._guarded(scope, receive, send)
+            finally:
+                self.state.uploading.release()
+            return
+        await self._guarded(scope, receive, send)
+
+    async def _admit_upload(self, scope: Scope) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        try:
+            tenant = self.state.keys.tenant(headers.get("authorization"))
+        except ApiError:
+            return  # the endpoint answers 401 in its own words
+        records = self.state.records
+        if records is not None:
+            jobs, _ = await run_in_threadpool(records.active_load)
+            mine, _ = await run_in_threadpool(records.active_load, tenant)
+            if jobs >= self.settings.max_queued_jobs or mine >= self.settings.tenant_max_jobs:
+                raise ApiError(
+                    429,
+                    f"the job queue is full ({jobs} jobs waiting or running; yours: {mine})",
+                    "overloaded",
+                    "retry after the Retry-After seconds",
+                    {"Retry-After": "5"},
+                )
+        self.state.uploading.acquire()
+
+    async def _guarded(self, scope: Scope, receive: Any, send: Any) -> None:
         limit, timeout = self.settings.max_upload_bytes, self.settings.body_timeout_s
         seen = 0
         body_done = scope["method"] in ("GET", "HEAD", "OPTIONS")
@@ -192,7 +229,7 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
         app.add_middleware(
             CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    app.add_middleware(RequestGuard, settings=cfg)
+    app.add_middleware(RequestGuard, state=state)
 
     named = [
         (route.path_regex, route.methods or set(), route.name)

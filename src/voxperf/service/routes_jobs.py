@@ -76,13 +76,13 @@ async def create_job(
     short("model", model)
     short("language", language)
     records = state.jobs()
-    with state.uploading.slot():  # uploads in memory at once are bounded, so is the memory they take
-        data = await file.read()
-        check_upload(data)
-        audio_s = await run_in_threadpool(_duration_s, data, state.settings.max_duration_s)
-        job = Job(id=new_job_id(), owner=tenant, level=level, model=model, language=language, audio_s=audio_s)
-        await run_in_threadpool(records.create, job, data, lambda r: _admit(state, tenant, audio_s, r))
-        del data
+    # uploads at once are bounded by RequestGuard, before the body is read
+    data = await file.read()
+    check_upload(data)
+    audio_s = await run_in_threadpool(_duration_s, data, state.settings.max_duration_s)
+    job = Job(id=new_job_id(), owner=tenant, level=level, model=model, language=language, audio_s=audio_s)
+    await run_in_threadpool(records.create, job, data, lambda r: _admit(state, tenant, audio_s, r))
+    del data
     if state.celery is not None:
         from voxperf.service.celery_app import enqueue
 
