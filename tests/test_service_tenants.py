@@ -221,3 +221,47 @@ def test_validation_errors_use_the_documented_shape(tmp_path: Path) -> None:
         )
         assert long_model.status_code == 400 and "model" in long_model.json()["error"]["message"]
         assert "detail" not in json.loads(httpx.get(f"{url}/nope").text)
+
+
+def test_a_transcription_waits_briefly_for_a_slot_and_the_queue_is_bounded() -> None:
+    import asyncio
+
+    now = [0.0]
+    inflight = InFlight(1, "transcriptions", clock=lambda: now[0])
+
+    async def scenario() -> list[str]:
+        events: list[str] = []
+
+        async def request(name: str, wait_s: float, hold: asyncio.Event) -> None:
+            try:
+                async with inflight.queued_slot(wait_s):
+                    events.append(f"{name} runs")
+                    await hold.wait()
+            except ApiError as exc:
+                events.append(f"{name} {exc.status}")
+
+        first_done, second_done = asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(request("first", 10, first_done))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(request("second", 10, second_done))  # waits: the queue has room
+        await asyncio.sleep(0.05)
+        await request("third", 10, asyncio.Event())  # the queue (as long as the bound, 1) is full
+        first_done.set()
+        await first
+        await asyncio.sleep(0.05)  # the waiter takes the freed slot
+        second_done.set()
+        await second
+        held = asyncio.Event()
+        holder = asyncio.create_task(request("fourth", 10, held))
+        await asyncio.sleep(0)
+        late = asyncio.create_task(request("fifth", 10, asyncio.Event()))
+        await asyncio.sleep(0.05)
+        now[0] = 11.0  # past the fifth's wait (the clock is injected)
+        await late
+        held.set()
+        await holder
+        return events
+
+    events = asyncio.run(scenario())
+    assert events == ["first runs", "third 429", "second runs", "fourth runs", "fifth 429"]
+    assert (inflight.active, inflight.waiting) == (0, 0)

@@ -127,7 +127,7 @@ async def transcriptions(
     short("language", language)
     del prompt  # accepted for compatibility; the engines here take no prompt
     pipeline = state.engines.dictation(state.settings)
-    with state.transcribing.slot():
+    async with state.transcribing.queued_slot(state.settings.inflight_wait_s):
         data = await file.read()
         check_upload(data)
         if await request.is_disconnected():

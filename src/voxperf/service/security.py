@@ -7,17 +7,19 @@
 * **Rate.** A token bucket per tenant (``tenant_rate_per_s``, ``tenant_burst``), on an injectable
   clock.
 * **In flight.** Synchronous work (transcriptions, speech streams) is counted; past the bound a
-  request is answered 429 at once instead of queueing without bound in a thread pool.
+  transcription waits a little for a slot (a queue no longer than the bound itself), then is
+  answered 429, instead of queueing without bound in a thread pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,10 +129,12 @@ class RateLimiter:
 class InFlight:
     """A bound on synchronous work in progress: past it, 429 at once (no unbounded queueing)."""
 
-    def __init__(self, limit: int, what: str) -> None:
+    def __init__(self, limit: int, what: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.what = what
         self.active = 0
+        self.waiting = 0
+        self.clock = clock
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
@@ -167,6 +171,35 @@ class InFlight:
             "retry after the Retry-After seconds, or submit a job (POST /v1/jobs)",
             {"Retry-After": "1"},
         )
+
+    @asynccontextmanager
+    async def queued_slot(self, wait_s: float) -> AsyncIterator[None]:
+        """A slot, waiting up to ``wait_s`` for one; at most ``limit`` requests wait at once, so the
+        queue stays bounded. Past either bound: 429 with Retry-After."""
+        deadline = self.clock() + wait_s
+        waiting = False
+        try:
+            while True:
+                with self._lock:
+                    if self.active < self.limit:
+                        self.active += 1
+                        break
+                    if not waiting:
+                        if self.waiting >= self.limit or wait_s <= 0:
+                            raise self._busy()
+                        self.waiting += 1
+                        waiting = True
+                if self.clock() >= deadline:
+                    raise self._busy()
+                await asyncio.sleep(0.02)
+        finally:
+            if waiting:
+                with self._lock:
+                    self.waiting -= 1
+        try:
+            yield
+        finally:
+            self.release()
 
     @contextmanager
     def slot(self) -> Iterator[None]:

@@ -58,6 +58,7 @@ class ServiceSettings:
     tenant_rate_per_s: float = 0.0  # requests per second per tenant (0: no rate limit)
     tenant_burst: int = 20  # requests a tenant may send at once above its rate
     max_inflight_transcriptions: int = 4  # synchronous transcriptions at once
+    inflight_wait_s: float = 10.0  # how long a transcription may wait for one of those (as many wait)
     max_inflight_speech: int = 4  # speech streams at once
     tts_slots: int = 0  # syntheses running at once, shared by the streams (0: one per CPU core)
     max_inflight_uploads: int = 4  # job submissions being read, checked and stored at once
