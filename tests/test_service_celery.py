@@ -59,6 +59,10 @@ def scale_out(tmp_path: Path) -> Iterator[tuple[ServiceSettings, dict[str, str]]
         yield settings, env
     finally:
         drop_schema(schema)
+        from voxperf.service.celery_app import make_celery
+
+        with make_celery(BROKER, queue).connection_for_write() as conn:  # leave no queue behind
+            conn.default_channel.queue_delete(queue)
 
 
 def start_worker(env: dict[str, str], log: Path, stt: str = "fake:latency=1.5s") -> subprocess.Popen[bytes]:
