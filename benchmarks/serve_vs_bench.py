@@ -1,12 +1,15 @@
 """``voxperf serve`` and ``voxperf bench`` measure the same stages alike (one pipeline, two clients).
 
-    .venv/bin/python benchmarks/serve_vs_bench.py        # ~3 min; writes results/serve-vs-bench.json
+    .venv/bin/python benchmarks/serve_vs_bench.py        # ~2 min; writes results/serve-vs-bench.json
 
-The same WAV (Piper speaking a sentence, 16 kHz) goes through ``voxperf bench`` (provider lane,
-dictation, raw level, ``--vad none --encode none``: the stages the service runs) and through
-``voxperf serve``'s ``/v1/audio/transcriptions`` (stages from its ``Server-Timing`` header), in
-alternating blocks so that the machine's load meets both alike. For each stage the medians, their
-bootstrap 95 % CIs and the CI of serve ÷ bench are reported; "same" when that CI holds 1.
+The same WAV (Piper speaking a sentence, 16 kHz) goes through bench's own request path — a
+``voxperf bench-worker`` (the process ``voxperf ab`` drives) set up for the provider lane,
+dictation, raw level, ``--vad none --encode none``: the stages the service runs — and through
+``voxperf serve``'s ``/v1/audio/transcriptions`` (stages from its ``Server-Timing`` header),
+request by request in A B B A order, so that the machine's load meets both alike. For each stage
+the medians, their bootstrap 95 % CIs and the CI of serve ÷ bench are reported; "same" when that CI
+holds 1. (Whole ``voxperf bench`` runs alternated with blocks of serve requests gave bench 10-20 %
+slower in every block after the first: the comparison needs requests interleaved one by one.)
 """
 
 from __future__ import annotations
@@ -46,32 +49,53 @@ def fixture(directory: Path) -> Path:
     return path
 
 
-def bench_block(fixtures: Path, iterations: int) -> dict[str, list[float]]:
-    out = fixtures.parent / f"bench-{time.monotonic_ns()}.json"
-    subprocess.run(
-        [
-            VOXPERF, "bench", "--lane", "provider", "--pipeline", "dictation", "--fixtures", str(fixtures),
-            "--levels", "raw", "--vad", "none", "--encode", "none", "--iterations", str(iterations),
-            "--warmup", "1", "-o", str(out),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    doc = json.loads(out.read_text())
-    runs = [r for r in doc["lanes"]["provider"]["runs"] if not r["warmup"]]
-    return {s: [r["stagesNs"][s] / 1e6 for r in runs if s in r["stagesNs"]] for s in STAGES}
+class BenchWorker:
+    """``voxperf bench-worker`` over its JSON-lines protocol (see ``voxperf.bench.worker``)."""
+
+    def __init__(self, fixtures: Path) -> None:
+        from voxperf.bench.runner import BenchConfig
+        from voxperf.bench.worker import PROTOCOL, config_to_wire
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "voxperf", "bench-worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        config = BenchConfig(
+            lanes=("provider",), pipelines=("dictation",), fixtures=fixtures, levels=("raw",),
+            vad="none", encode="none", iterations=1, warmup=0,
+        )  # fmt: skip
+        assert self.call({"type": "hello", "protocols": [PROTOCOL]})["type"] == "hello"
+        ready = self.call({"type": "setup", "lane": "provider", "config": config_to_wire(config)})
+        assert ready["type"] == "ready", ready
+
+    def call(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())  # type: ignore[no-any-return]
+
+    def request(self) -> dict[str, float]:
+        reply = self.call({"type": "run", "id": 0, "pipeline": "dictation", "fixture": "fox", "level": "raw"})
+        assert reply["type"] == "result", reply
+        return {s: float(reply["metrics"][f"{s}_ms"]) for s in STAGES}
+
+    def close(self) -> None:
+        self.call({"type": "bye"})
+        self.proc.wait(30)
 
 
-def serve_block(url: str, wav: bytes, requests: int) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {s: [] for s in STAGES}
-    for _ in range(requests):
-        r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("fox.wav", wav)}, timeout=120)
-        r.raise_for_status()
-        for part in r.headers["server-timing"].split(", "):
-            name, _, dur = part.partition(";dur=")
-            if name in samples:
-                samples[name].append(float(dur))
-    return samples
+def serve_request(url: str, wav: bytes) -> dict[str, float]:
+    r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("fox.wav", wav)}, timeout=120)
+    r.raise_for_status()
+    stages = {}
+    for part in r.headers["server-timing"].split(", "):
+        name, _, dur = part.partition(";dur=")
+        if name in STAGES:
+            stages[name] = float(dur)
+    return stages
 
 
 def boot_median_ci(x: np.ndarray) -> tuple[float, float]:
@@ -110,14 +134,18 @@ def main() -> None:
                 pass
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.1)
-        serve_block(url, wav, 1)  # warm-up, as bench's
+        worker = BenchWorker(fixtures)
+        serve_request(url, wav)  # warm-up, both sides
+        worker.request()
         bench: dict[str, list[float]] = {s: [] for s in STAGES}
         served: dict[str, list[float]] = {s: [] for s in STAGES}
-        for _ in range(3):  # alternating blocks: load drift meets both
-            for s, v in bench_block(fixtures, 10).items():
-                bench[s] += v
-            for s, v in serve_block(url, wav, 10).items():
-                served[s] += v
+        for i in range(40):  # A B B A: drift and load bursts meet both sides alike
+            order = ("serve", "bench") if i % 2 == 0 else ("bench", "serve")
+            for side in order:
+                got = serve_request(url, wav) if side == "serve" else worker.request()
+                for stage, ms in got.items():
+                    (served if side == "serve" else bench)[stage].append(ms)
+        worker.close()
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
@@ -133,8 +161,8 @@ def main() -> None:
             "same": lo <= 1.0 <= hi,
         }
     doc = {
-        "experiment": "same WAV through voxperf bench (provider, dictation, raw, --vad none --encode none) "
-        "and voxperf serve /v1/audio/transcriptions (Server-Timing), 3 alternating blocks of 10",
+        "experiment": "same WAV through a voxperf bench-worker (provider, dictation, raw, vad none, "
+        "encode none) and voxperf serve /v1/audio/transcriptions (Server-Timing), 40 requests each, A B B A",
         "audioS": round(sf.info(fixtures / "fox.wav").duration, 2),
         "stages": rows,
     }
