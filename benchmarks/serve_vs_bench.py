@@ -6,7 +6,8 @@ The same WAV (Piper speaking a sentence, 16 kHz) goes through bench's own reques
 ``voxperf bench-worker`` (the process ``voxperf ab`` drives) set up for the provider lane,
 dictation, raw level, ``--vad none --encode none``: the stages the service runs — and through
 ``voxperf serve``'s ``/v1/audio/transcriptions`` (stages from its ``Server-Timing`` header),
-request by request in A B B A order, so that the machine's load meets both alike. For each stage
+request by request, the three sides (with a direct ``WhisperModel.transcribe`` process as the
+independent instrument) in every order in turn, so that the machine's load meets all alike. For each stage
 the medians, their bootstrap 95 % CIs and the CI of serve ÷ bench are reported; "same" when that CI
 holds 1. (Whole ``voxperf bench`` runs alternated with blocks of serve requests gave bench 10-20 %
 slower in every block after the first: the comparison needs requests interleaved one by one.)
@@ -14,6 +15,7 @@ slower in every block after the first: the comparison needs requests interleaved
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import socket
@@ -87,6 +89,43 @@ class BenchWorker:
         self.proc.wait(30)
 
 
+class DirectEngine:
+    """The independent instrument: ``WhisperModel.transcribe`` called directly (faster-whisper's own
+    API, the model directory voxperf resolves, int8, beam 1, English), in a process of its own."""
+
+    SCRIPT = """
+import sys, time, numpy as np, soundfile as sf
+from faster_whisper import WhisperModel
+from voxperf.engines.models import resolve_whisper_model
+model = WhisperModel(str(resolve_whisper_model("tiny.en").path), device="cpu", compute_type="int8")
+samples, _ = sf.read(sys.argv[1], dtype="float32")
+for line in sys.stdin:
+    t0 = time.perf_counter()
+    segments, _info = model.transcribe(samples, beam_size=1, language="en")
+    "".join(s.text for s in segments)
+    print((time.perf_counter() - t0) * 1000, flush=True)
+"""
+
+    def __init__(self, wav_path: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.SCRIPT, str(wav_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def request(self) -> float:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
 def serve_request(url: str, wav: bytes) -> dict[str, float]:
     r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("fox.wav", wav)}, timeout=120)
     r.raise_for_status()
@@ -135,17 +174,26 @@ def main() -> None:
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.1)
         worker = BenchWorker(fixtures)
-        serve_request(url, wav)  # warm-up, both sides
+        direct = DirectEngine(fixtures / "fox.wav")
+        serve_request(url, wav)  # warm-up, every side
         worker.request()
+        direct.request()
         bench: dict[str, list[float]] = {s: [] for s in STAGES}
         served: dict[str, list[float]] = {s: [] for s in STAGES}
-        for i in range(40):  # A B B A: drift and load bursts meet both sides alike
-            order = ("serve", "bench") if i % 2 == 0 else ("bench", "serve")
-            for side in order:
+        raw: list[float] = []
+        # every order of the three in turn: drift, load bursts and whatever one request leaves
+        # behind for the next (engine threads still spinning) meet each side alike
+        orders = list(itertools.permutations(("serve", "bench", "direct")))
+        for i in range(42):
+            for side in orders[i % len(orders)]:
+                if side == "direct":
+                    raw.append(direct.request())  # the independent instrument, in its own process
+                    continue
                 got = serve_request(url, wav) if side == "serve" else worker.request()
                 for stage, ms in got.items():
                     (served if side == "serve" else bench)[stage].append(ms)
         worker.close()
+        direct.close()
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
@@ -160,9 +208,18 @@ def main() -> None:
             "ratioCi95": (round(lo, 4), round(hi, 4)),
             "same": lo <= 1.0 <= hi,
         }
+    direct_ms = np.asarray(raw)
+    for name, samples in (("serve", served["stt"]), ("bench", bench["stt"])):
+        lo, hi = boot_ratio_ci(np.asarray(samples), direct_ms)
+        rows[f"stt {name} ÷ direct transcribe"] = {
+            "directMs": round(float(np.median(direct_ms)), 3),
+            "ratio": round(float(np.median(samples) / np.median(direct_ms)), 4),
+            "ratioCi95": (round(lo, 4), round(hi, 4)),
+        }
     doc = {
         "experiment": "same WAV through a voxperf bench-worker (provider, dictation, raw, vad none, "
-        "encode none) and voxperf serve /v1/audio/transcriptions (Server-Timing), 40 requests each, A B B A",
+        "encode none), voxperf serve /v1/audio/transcriptions (Server-Timing) and a direct "
+        "WhisperModel.transcribe process, 42 requests each, every order of the three in turn",
         "audioS": round(sf.info(fixtures / "fox.wav").duration, 2),
         "stages": rows,
     }
