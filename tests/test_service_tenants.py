@@ -111,13 +111,15 @@ def test_rate_and_in_flight_limits_on_an_injected_clock() -> None:
     limiter.check("other")  # buckets are per tenant
     now[0] = 0.5  # one token back at 2 per second
     limiter.check("t")
-    inflight = InFlight(1, "transcriptions")
-    with inflight.slot():
-        with pytest.raises(ApiError) as busy, inflight.slot():
-            pass
-        assert busy.value.status == 429
-    with inflight.slot():  # released after use
-        pass
+    inflight = InFlight(1, "speech streams")
+    give_back = inflight.claim()
+    with pytest.raises(ApiError) as busy:
+        inflight.claim()
+    assert busy.value.status == 429
+    give_back()
+    give_back()  # once only, however many exit paths call it
+    assert inflight.active == 0
+    inflight.claim()()  # free again
 
 
 @pytest.mark.parametrize(
@@ -172,7 +174,12 @@ def test_a_stalled_body_is_timed_out(tmp_path: Path) -> None:
                 b"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 b'Content-Length: 100\r\n\r\n{"input": '
             )
-            reply = s.recv(4096).decode()
+            reply = ""
+            while "request_timeout" not in reply:  # headers and body may come in separate segments
+                piece = s.recv(4096).decode()
+                if not piece:
+                    break
+                reply += piece
         assert reply.startswith("HTTP/1.1 408") and "request_timeout" in reply
 
 
@@ -265,3 +272,16 @@ def test_a_transcription_waits_briefly_for_a_slot_and_the_queue_is_bounded() -> 
     events = asyncio.run(scenario())
     assert events == ["first runs", "third 429", "second runs", "fourth runs", "fifth 429"]
     assert (inflight.active, inflight.waiting) == (0, 0)
+
+
+def test_refused_submissions_leave_no_upload_slot_taken_or_freed(tmp_path: Path) -> None:
+    from voxperf.service.app import create_app
+
+    settings = tenants(tmp_path, tenant_max_jobs=1)
+    app = create_app(settings, fake_engines())
+    for url in _serve(settings, fake_engines(), app=app):
+        for _ in range(6):  # no key: 401 from the endpoint, after the guard let it through
+            assert _submit(url, {}).status_code == 401
+        assert _submit(url, A).status_code == 202
+        assert _submit(url, A).status_code == 429  # the tenant's bound, before the upload was read
+        assert app.state.vox.uploading.active == 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,36 +67,27 @@ class RequestGuard:
             # a submission that will be refused is refused before its upload is read: a full queue
             # or too many uploads at once costs the server no body to receive and parse
             try:
-                await self._admit_upload(scope)
+                give_back = await self._admit_upload(scope)
             except ApiError as exc:
                 await exc.response()(scope, receive, send)
                 return
             try:
                 await self._guarded(scope, receive, send)
             finally:
-                self.state.uploading.release()
+                give_back()
             return
         await self._guarded(scope, receive, send)
 
-    async def _admit_upload(self, scope: Scope) -> None:
+    async def _admit_upload(self, scope: Scope) -> Callable[[], None]:
+        """The queue bounds (429 when full), then an upload slot; returns what gives the slot back."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
-            tenant = self.state.keys.tenant(headers.get("authorization"))
+            tenant: str | None = self.state.keys.tenant(headers.get("authorization"))
         except ApiError:
-            return  # the endpoint answers 401 in its own words
-        records = self.state.records
-        if records is not None:
-            jobs, _ = await run_in_threadpool(records.active_load)
-            mine, _ = await run_in_threadpool(records.active_load, tenant)
-            if jobs >= self.settings.max_queued_jobs or mine >= self.settings.tenant_max_jobs:
-                raise ApiError(
-                    429,
-                    f"the job queue is full ({jobs} jobs waiting or running; yours: {mine})",
-                    "overloaded",
-                    "retry after the Retry-After seconds",
-                    {"Retry-After": "5"},
-                )
-        self.state.uploading.acquire()
+            tenant = None  # the endpoint answers 401 in its own words
+        if tenant is not None and self.state.records is not None:
+            await run_in_threadpool(routes_jobs.admit, self.state, tenant, 0.0, self.state.records)
+        return self.state.uploading.claim()
 
     async def _guarded(self, scope: Scope, receive: Any, send: Any) -> None:
         limit, timeout = self.settings.max_upload_bytes, self.settings.body_timeout_s
@@ -175,7 +166,7 @@ class RequestGuard:
 def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines | None = None) -> FastAPI:
     """The FastAPI application (engines load in the lifespan unless given ready)."""
     cfg = settings or ServiceSettings.load()
-    state = ServiceState.create(cfg, engines or ServiceEngines())
+    state = ServiceState(cfg, engines or ServiceEngines())
 
     def on_job_done(job: Job, _trace: Trace | None) -> None:
         state.metrics.jobs.labels(outcome=job.status).inc()

@@ -303,10 +303,11 @@ class JobRecords:
         rows = self._execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
         return {s: 0 for s in JOB_STATUSES} | {str(s): int(n) for s, n in rows}
 
-    def queued_ids(self) -> builtins.list[str]:
+    def queued_ids(self, limit: int | None = None) -> builtins.list[str]:
         """Queued jobs, oldest first (re-sent to the queue after a server restart: duplicates are no-ops)."""
-        rows = self._execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at").fetchall()
-        return [str(r[0]) for r in rows]
+        sql = "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at"
+        rows = self._execute(sql + " LIMIT ?", (limit,)) if limit else self._execute(sql)
+        return [str(r[0]) for r in rows.fetchall()]
 
     # -- the workers' side -------------------------------------------------------------------
 
@@ -336,7 +337,7 @@ class JobRecords:
 
     def claim_next(self, worker: str) -> Job | None:
         """The oldest queued job, claimed (the embedded workers' pull); None when none is queued."""
-        for job_id in self.queued_ids()[:8]:
+        for job_id in self.queued_ids(limit=8):  # another worker may take the oldest first
             job = self.claim(job_id, worker)
             if job is not None:
                 return job

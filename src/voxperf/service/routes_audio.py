@@ -15,7 +15,6 @@ import ctypes
 import json
 import logging
 import struct
-import threading
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
@@ -260,7 +259,8 @@ async def speech(request: Request, state: ServiceState = Depends(get_state)) -> 
         return StreamingResponse(replay(), media_type=media, headers=headers)
     state.metrics.cache_misses.inc()
     rate = state.engines.require_tts().sample_rate
-    with state.speaking.hold() as release:
+    release_slot = state.speaking.claim()  # given back once the stream ends, however it ends
+    try:
         sink = HandoffSink(
             asyncio.get_running_loop(),
             encode=lambda chunk, first: (
@@ -289,14 +289,9 @@ async def speech(request: Request, state: ServiceState = Depends(get_state)) -> 
             if isinstance(first, BaseException):
                 raise first
             raise ApiError(422, "the input produced no audio", "invalid_request_error", "send words to speak")
-        release()  # from here the stream owns the slot
-
-    released = threading.Event()
-
-    def release_slot() -> None:  # once, whether the body ran to its end or never started
-        if not released.is_set():
-            released.set()
-            state.speaking.release()
+    except BaseException:
+        release_slot()
+        raise
 
     async def body() -> Any:
         try:
@@ -307,7 +302,7 @@ async def speech(request: Request, state: ServiceState = Depends(get_state)) -> 
             release_slot()
             if "result" in outcome:
                 state.cache.put(key, sink.sent_bytes, rate)  # only a complete phrase is cached
-            release_free_memory()
+            await asyncio.get_running_loop().run_in_executor(None, release_free_memory)
 
     def done(rc: Any) -> None:
         sink.abandon()  # a body that never started (the client left first) stops the pipeline too

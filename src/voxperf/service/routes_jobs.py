@@ -14,13 +14,13 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from voxperf.audio.codec import decode
-from voxperf.errors import AudioError, VoxperfError
+from voxperf.errors import VoxperfError
 from voxperf.service.http import ApiError, error_responses
 from voxperf.service.jobs import JOB_STATUSES, Job, JobRecords, new_job_id
 from voxperf.service.routes_audio import check_upload, short
 from voxperf.service.state import ServiceState, get_state, get_tenant, not_draining
 
-__all__ = ["router"]
+__all__ = ["admit", "router"]
 
 router = APIRouter()
 LEVELS = ("raw", "clean")
@@ -36,8 +36,10 @@ def _busy(message: str, retry_after_s: int) -> ApiError:
     )
 
 
-def _admit(state: ServiceState, tenant: str, audio_s: float, records: JobRecords) -> None:
-    """The queue bounds, checked against the records (all servers' jobs when they share a database)."""
+def admit(state: ServiceState, tenant: str, audio_s: float, records: JobRecords) -> None:
+    """The queue bounds, checked against the records (all servers' jobs when they share a database):
+    inside the job's transaction (exact), and by RequestGuard with ``audio_s`` 0 before the upload
+    is read (so a full queue costs no body)."""
     settings = state.settings
     jobs, seconds = records.active_load()
     if jobs + 1 > settings.max_queued_jobs or seconds + audio_s > settings.max_queued_audio_s:
@@ -49,12 +51,7 @@ def _admit(state: ServiceState, tenant: str, audio_s: float, records: JobRecords
 
 def _duration_s(data: bytes, max_duration_s: float) -> float:
     """The upload's duration (decoded once at submission: bad audio is refused before it is queued)."""
-    try:
-        return decode(data, name="upload", max_duration_s=max_duration_s).duration_s
-    except AudioError:
-        raise
-    except VoxperfError as exc:  # pragma: no cover - decode raises AudioError for bad input
-        raise AudioError(exc.message, exc.hint) from exc
+    return decode(data, name="upload", max_duration_s=max_duration_s).duration_s
 
 
 @router.post(
@@ -81,7 +78,7 @@ async def create_job(
     check_upload(data)
     audio_s = await run_in_threadpool(_duration_s, data, state.settings.max_duration_s)
     job = Job(id=new_job_id(), owner=tenant, level=level, model=model, language=language, audio_s=audio_s)
-    await run_in_threadpool(records.create, job, data, lambda r: _admit(state, tenant, audio_s, r))
+    await run_in_threadpool(records.create, job, data, lambda r: admit(state, tenant, audio_s, r))
     del data
     if state.celery is not None:
         from voxperf.service.celery_app import enqueue

@@ -18,8 +18,8 @@ import hashlib
 import hmac
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,21 +147,20 @@ class InFlight:
         with self._lock:
             self.active -= 1
 
-    @contextmanager
-    def hold(self) -> Iterator[Callable[[], None]]:
-        """A slot that is released when the block ends, unless the block calls the function it
-        gets (then the caller has taken the slot over and calls :meth:`release` itself)."""
+    def claim(self) -> Callable[[], None]:
+        """Take a slot (429 when none is free); the function returned gives it back, once, however
+        many of the request's exit paths call it."""
         self.acquire()
-        kept = {"released": False}
+        given_back = [False]
 
-        def hand_over() -> None:
-            kept["released"] = True
+        def give_back() -> None:
+            with self._lock:
+                if given_back[0]:
+                    return
+                given_back[0] = True
+                self.active -= 1
 
-        try:
-            yield hand_over
-        finally:
-            if not kept["released"]:
-                self.release()
+        return give_back
 
     def _busy(self) -> ApiError:
         return ApiError(
@@ -196,14 +195,6 @@ class InFlight:
             if waiting:
                 with self._lock:
                     self.waiting -= 1
-        try:
-            yield
-        finally:
-            self.release()
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        self.acquire()
         try:
             yield
         finally:

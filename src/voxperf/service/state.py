@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import Request
 
-from voxperf.pipeline.dictation import DictationPipeline
 from voxperf.service.cache import PhraseCache
 from voxperf.service.http import ApiError
 from voxperf.service.jobs import JobRecords
@@ -22,33 +21,25 @@ __all__ = ["ServiceState", "get_state", "get_tenant", "not_draining"]
 
 @dataclass
 class ServiceState:
+    """Settings and engines, and what derives from them (limits, keys, cache); what the lifespan
+    opens (records, queue, Celery app) and whether the server is draining."""
+
     settings: ServiceSettings
     engines: ServiceEngines
-    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
-    keys: KeyRing = field(default_factory=KeyRing)
-    rate: RateLimiter = field(default_factory=lambda: RateLimiter(0.0, 1))
-    cache: PhraseCache = field(default_factory=PhraseCache)
-    transcribing: InFlight = field(default_factory=lambda: InFlight(4, "transcriptions"))
-    speaking: InFlight = field(default_factory=lambda: InFlight(4, "speech streams"))
-    uploading: InFlight = field(default_factory=lambda: InFlight(4, "job uploads"))
+    metrics: ServiceMetrics = field(init=False, default_factory=ServiceMetrics)
     records: JobRecords | None = None
     queue: EmbeddedQueue | None = None
     celery: Any = None
-    dictation: DictationPipeline | None = None
     draining: bool = False
 
-    @classmethod
-    def create(cls, settings: ServiceSettings, engines: ServiceEngines) -> ServiceState:
-        return cls(
-            settings=settings,
-            engines=engines,
-            keys=KeyRing.from_settings(settings),
-            rate=RateLimiter(settings.tenant_rate_per_s, settings.tenant_burst),
-            cache=PhraseCache(settings.tts_cache_bytes),
-            transcribing=InFlight(settings.max_inflight_transcriptions, "transcriptions"),
-            speaking=InFlight(settings.max_inflight_speech, "speech streams"),
-            uploading=InFlight(settings.max_inflight_uploads, "job uploads"),
-        )
+    def __post_init__(self) -> None:
+        cfg = self.settings
+        self.keys = KeyRing.from_settings(cfg)
+        self.rate = RateLimiter(cfg.tenant_rate_per_s, cfg.tenant_burst)
+        self.cache = PhraseCache(cfg.tts_cache_bytes)
+        self.transcribing = InFlight(cfg.max_inflight_transcriptions, "transcriptions")
+        self.speaking = InFlight(cfg.max_inflight_speech, "speech streams")
+        self.uploading = InFlight(cfg.max_inflight_uploads, "job uploads")
 
     def jobs(self) -> JobRecords:
         if self.records is None:
