@@ -25,15 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from voxperf import __version__
 from voxperf.service.app import ServiceSettings
-from voxperf.service.timing import (
-    TIMING_LOGGER,
-    ResponseClock,
-    ResponseClockMiddleware,
-    configure_timing_log,
-    response_clock,
-)
+from voxperf.service.timing import ResponseClock, ResponseClockMiddleware, response_clock
 from voxperf.trace.core import Trace
-from voxperf.trace.export import PIPELINE_TIMING_FIELDS, pipeline_timing_event
+from voxperf.trace.export import (
+    PIPELINE_TIMING_FIELDS,
+    TIMING_LOGGER,
+    configure_timing_log,
+    pipeline_timing_event,
+)
 
 from .test_service import _free_port, _serve
 from .test_service_jobs import fake_engines, tone

@@ -15,6 +15,7 @@ CLI and an HTTP status for the service::
     ├── EngineError                  an engine failed while running;     exit 3 / 502
     ├── WorkerError                  a bench worker (base/head) failed;  exit 3 / 502
     ├── PartialFailure               some fixtures failed, results of the rest were written; exit 4
+    ├── Cancelled                    a request stopped because it was cancelled; exit 2 / 499
     ├── GitHubError                  the GitHub API refused or failed;   exit 3 / 502
     ├── ServiceUnavailableError      job database or broker unreachable; exit 3 / 503
     │   └── StorageFullError         the service's disk is full;         exit 3 / 507
@@ -31,6 +32,7 @@ from enum import IntEnum
 
 __all__ = [
     "AudioError",
+    "Cancelled",
     "DependencyMissingError",
     "EngineError",
     "ExitCode",
@@ -159,6 +161,12 @@ class GitHubError(VoxperfError):
 
     exit_code = ExitCode.PROVIDER
     http_status = 502
+
+
+class Cancelled(VoxperfError):
+    """A request stopped before its end because it was cancelled (its client went away)."""
+
+    http_status = 499  # "client closed request": nobody reads the answer, the metrics count it
 
 
 class ServiceUnavailableError(VoxperfError):

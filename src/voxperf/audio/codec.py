@@ -33,6 +33,7 @@ __all__ = [
     "encode",
     "probe_format",
     "resample",
+    "wav_stream_header",
 ]
 
 DEFAULT_MAX_DURATION_S = 3600.0
@@ -166,6 +167,14 @@ def encode(audio: Audio, fmt: str, *, bitrate: int = 24000) -> bytes:
             raise UsageError(f"bad Opus bitrate {bitrate!r}", "use a positive bitrate in bit/s, e.g. 24000")
         return _encode_opus(audio, bitrate)
     raise UsageError(f"unknown audio encoding {fmt!r}", f"use one of {', '.join(ENCODE_FORMATS)}")
+
+
+def wav_stream_header(sample_rate: int) -> bytes:
+    """The header of a 16-bit mono WAV stream of unknown length (sizes 0xFFFFFFFF, as streaming
+    servers send it): the first bytes of a streamed speech response."""
+    unknown = struct.pack("<I", 0xFFFFFFFF)
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+    return b"RIFF" + unknown + b"WAVEfmt " + fmt + b"data" + unknown
 
 
 # --- soundfile ---------------------------------------------------------------------------------

@@ -8,13 +8,16 @@ provider-lane number that came from a fake).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from voxperf.audio.pcm import Audio
+from voxperf.errors import Cancelled
 
 __all__ = [
     "EngineInfo",
@@ -24,9 +27,32 @@ __all__ = [
     "TTSEngine",
     "Transcript",
     "VADEngine",
+    "check_cancelled",
+    "run_cancellable",
 ]
 
 Role = Literal["stt", "tts", "vad", "rewrite"]
+T = TypeVar("T")
+
+_cancel: ContextVar[threading.Event | None] = ContextVar("voxperf_cancel", default=None)
+
+
+def run_cancellable(cancel: threading.Event, run: Callable[[], T]) -> T:
+    """Run ``run`` (a request) in this thread so that :func:`check_cancelled` inside it raises
+    :class:`~voxperf.errors.Cancelled` once ``cancel`` is set (e.g. by a server whose client left)."""
+    token = _cancel.set(cancel)
+    try:
+        return run()
+    finally:
+        _cancel.reset(token)
+
+
+def check_cancelled() -> None:
+    """Stop the running request if it was cancelled: pipelines call this between stages and
+    engines between units of work (faster-whisper between 30 s windows); free when nobody cancels."""
+    cancel = _cancel.get()
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("the request was cancelled", "nothing to do: its client went away")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from voxperf.audio.codec import DEFAULT_MAX_DURATION_S, decode, encode, resample
-from voxperf.engines.base import Rewriter, Segment, STTEngine, VADEngine
-from voxperf.errors import AudioError
+from voxperf.engines.base import Rewriter, Segment, STTEngine, VADEngine, check_cancelled
+from voxperf.errors import AudioError, UsageError
 from voxperf.pipeline.sinks import NullSink, TextSink
 from voxperf.trace.core import Clock, Trace, default_clock
 from voxperf.trace.export import pipeline_timing_event
@@ -50,6 +50,22 @@ class DictationResult:
             app_version=app_version,
             session_id=session_id,
         )
+
+    def subtitles(self, kind: str) -> str:
+        """The timed segments as SubRip (``"srt"``) or WebVTT (``"vtt"``) subtitles."""
+        if kind not in ("srt", "vtt"):
+            raise UsageError(f"unknown subtitle format {kind!r}", "use srt or vtt")
+
+        def stamp(s: float) -> str:
+            ms = round(s * 1000)
+            sep = "," if kind == "srt" else "."
+            return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
+
+        lines = [] if kind == "srt" else ["WEBVTT", ""]
+        for i, seg in enumerate(self.segments, start=1):
+            lines += [str(i)] if kind == "srt" else []
+            lines += [f"{stamp(seg.start_s)} --> {stamp(seg.end_s)}", seg.text, ""]
+        return "\n".join(lines)
 
 
 class DictationPipeline:
@@ -95,6 +111,8 @@ class DictationPipeline:
 
         The trace starts now, or at ``start_ns`` when the request began earlier (a server passes
         the time the request arrived, so reading the upload counts as overhead, not as nothing).
+        Run under :func:`~voxperf.engines.base.run_cancellable`, it stops between stages (and
+        inside engines that check) once cancelled.
         """
         trace = Trace(
             request_id, clock=self.clock, start_ns=start_ns, attrs={"pipeline": "dictation", "level": level}
@@ -106,6 +124,7 @@ class DictationPipeline:
                 f"the audio is {audio.duration_s * 1000:.0f} ms long, too short to transcribe",
                 f"send at least {self.min_duration_s * 1000:.0f} ms of audio",
             )
+        check_cancelled()
         with trace.span(Stage.RESAMPLE):
             speech = resample(audio, self.stt.sample_rate)
         if self.vad is not None:
@@ -117,6 +136,7 @@ class DictationPipeline:
         if self.encode_format != "none":
             with trace.span(Stage.ENCODE):
                 encoded_bytes = len(encode(speech, self.encode_format))
+        check_cancelled()
         with trace.span(Stage.STT):
             transcript = self.stt.transcribe(speech)
         with trace.span(Stage.REWRITE):

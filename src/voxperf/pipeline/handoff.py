@@ -19,13 +19,14 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from voxperf.audio.pcm import Audio
 
 __all__ = ["ClientGone", "HandoffSink"]
 
 _END = object()
+T = TypeVar("T")
 
 
 class ClientGone(Exception):
@@ -89,6 +90,24 @@ class HandoffSink:
         self._sent.set()
 
     # -- the event loop ---------------------------------------------------------------------
+
+    def start(self, run: Callable[[], T]) -> asyncio.Future[T | None]:
+        """Run ``run`` (a pipeline writing into this sink) in a worker thread. The future gives its
+        result, or None when it stopped because the response could take no more; an error it
+        raises reaches :meth:`first` or :meth:`body` instead."""
+
+        def job() -> T | None:
+            try:
+                return run()
+            except ClientGone:
+                return None
+            except BaseException as exc:
+                self.fail(exc)
+                return None
+            finally:
+                self.close()
+
+        return self._loop.run_in_executor(None, job)
 
     async def first(self) -> bytes | BaseException | None:
         """The first body piece, or the pipeline's error before it, or None (no audio at all)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from voxperf.errors import UsageError
 from voxperf.pipeline.sinks import AudioSink, NullAudioSink
 from voxperf.pipeline.units import DEFAULT_MAX_UNIT_CHARS, synthesis_units
 from voxperf.trace.core import Clock, Trace, default_clock
-from voxperf.trace.metrics import NS_PER_S, Playout, playout, rtfx, ttfa_ns
+from voxperf.trace.metrics import NS_PER_MS, NS_PER_S, Playout, playout, rtfx, stage_totals_ms, ttfa_ns
 from voxperf.trace.stages import ClientEvent, ServerEvent, Stage
 
 __all__ = ["SpeechPipeline", "SpeechResult"]
@@ -47,6 +48,27 @@ class SpeechResult:
     streaming_efficiency: float | None  # under a real-time player fed as chunks were delivered
     playout: Playout | None = None  # that player: stalls, stall time, pre-buffer needed
     cpu_ns: int = 0  # process CPU time from request start to request end (not the analysis after it)
+
+    def timing_event(self) -> dict[str, Any]:
+        """This request's ``speech_timing`` fields: the streaming metrics, stage totals and the
+        request-flow events, in ms from request start (timings only, never the text)."""
+        start = self.trace.start_ns
+
+        def ms(t_ns: int | None) -> float | None:
+            return None if t_ns is None else round(t_ns / NS_PER_MS, 3)
+
+        return {
+            "name": "speech_timing",
+            "request": self.trace.request_id,
+            "audio_s": round(self.audio_s, 3),
+            "first_chunk_ms": ms(self.first_chunk_ns),
+            "ttfa_ms": ms(self.ttfa_ns),
+            "streaming_ms": ms(self.streaming_ns),
+            "rtfx": self.rtfx,
+            "streaming_efficiency": self.streaming_efficiency,
+            "stage_ms": stage_totals_ms(self.trace),
+            "events_ms": {e.name: ms(e.t_ns - start) for e in self.trace.events},
+        }
 
 
 class SpeechPipeline:

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 
 from voxperf import __version__
 from voxperf.service import routes_audio, routes_jobs, routes_ops
@@ -35,9 +35,10 @@ from voxperf.service.jobs import Job, JobRecords
 from voxperf.service.runtime import ServiceEngines
 from voxperf.service.settings import ServiceSettings
 from voxperf.service.state import ServiceState
-from voxperf.service.timing import ResponseClock, ResponseClockMiddleware, configure_timing_log
+from voxperf.service.timing import ResponseClock, ResponseClockMiddleware
 from voxperf.service.worker import EmbeddedQueue
 from voxperf.trace.core import Trace
+from voxperf.trace.export import configure_timing_log
 from voxperf.trace.metrics import NS_PER_S
 
 __all__ = ["RequestGuard", "ServiceEngines", "ServiceSettings", "create_app"]
@@ -45,6 +46,11 @@ __all__ = ["RequestGuard", "ServiceEngines", "ServiceSettings", "create_app"]
 log = logging.getLogger("voxperf.service")
 Scope = MutableMapping[str, Any]
 _WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def _too_large(limit: int) -> tuple[int, str, str, str]:
+    hint = "send a shorter recording or raise VOXPERF_MAX_UPLOAD_BYTES"
+    return 413, f"upload larger than {limit} bytes", "request_too_large", hint
 
 
 class RequestGuard:
@@ -59,28 +65,25 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refused = self._refusal(scope)
-        if refused is not None:
-            await refused(scope, receive, send)
-            return
-        if scope["method"] == "POST" and scope.get("path") == "/v1/jobs":
-            # a submission that will be refused is refused before its upload is read: a full queue
-            # or too many uploads at once costs the server no body to receive and parse
-            try:
-                give_back = await self._admit_upload(scope)
-            except ApiError as exc:
-                await exc.response()(scope, receive, send)
-                return
-            try:
-                await self._guarded(scope, receive, send)
-            finally:
-                give_back()
-            return
-        await self._guarded(scope, receive, send)
-
-    async def _admit_upload(self, scope: Scope) -> Callable[[], None]:
-        """The queue bounds (429 when full), then an upload slot; returns what gives the slot back."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        give_back: Callable[[], None] | None = None
+        try:
+            self._check(scope["method"], headers)
+            if scope["method"] == "POST" and scope.get("path") == "/v1/jobs":
+                # a submission that will be refused is refused before its upload is read: a full
+                # queue or too many uploads at once costs the server no body to receive and parse
+                give_back = await self._admit_upload(headers)
+        except ApiError as exc:
+            await exc.response()(scope, receive, send)
+            return
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            if give_back is not None:
+                give_back()
+
+    async def _admit_upload(self, headers: dict[str, str]) -> Callable[[], None]:
+        """The queue bounds (429 when full), then an upload slot; returns what gives the slot back."""
         try:
             tenant: str | None = self.state.keys.tenant(headers.get("authorization"))
         except ApiError:
@@ -110,22 +113,13 @@ class RequestGuard:
                 try:
                     message = await asyncio.wait_for(receive(), timeout=timeout or None)
                 except TimeoutError:
-                    return await answer(
-                        408,
-                        f"no request body data for {timeout:g} s",
-                        "request_timeout",
-                        "send the body at once",
-                    )
+                    no_data = f"no request body data for {timeout:g} s"
+                    return await answer(408, no_data, "request_timeout", "send the body at once")
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
                 if seen > limit:
-                    return await answer(
-                        413,
-                        f"upload larger than {limit} bytes",
-                        "request_too_large",
-                        "send a shorter recording or raise VOXPERF_MAX_UPLOAD_BYTES",
-                    )
+                    return await answer(*_too_large(limit))
             return message  # type: ignore[no-any-return]
 
         async def guarded_send(message: dict[str, Any]) -> None:
@@ -134,33 +128,26 @@ class RequestGuard:
 
         await self.app(scope, guarded_receive, guarded_send)
 
-    def _refusal(self, scope: Scope) -> Any:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    def _check(self, method: str, headers: dict[str, str]) -> None:
+        """Refuse (ApiError) an unknown Host, a cross-site write or a declared length over the limit."""
         host = headers.get("host", "")
-        allowed = self.settings.allowed_hosts
-        if allowed and host.split(":")[0].lower() not in {h.lower() for h in allowed}:
-            return error(400, "unknown Host", "invalid_request_error", "use one of the server's host names")
+        allowed = {h.lower() for h in self.settings.allowed_hosts}
+        if allowed and host.split(":")[0].lower() not in allowed:
+            raise ApiError(400, "unknown Host", "invalid_request_error", "use one of the server's host names")
         origin = headers.get("origin")
         cross_site = bool(origin) and urlsplit(origin or "").netloc.lower() != host.lower()
-        if scope["method"] in _WRITES and cross_site and origin not in self.settings.cors_origins:
-            return error(
+        if method in _WRITES and cross_site and origin not in self.settings.cors_origins:
+            raise ApiError(
                 403,
                 "cross-site requests may not change anything here",
                 "forbidden",
                 "call the API from a server, or add the origin to VOXPERF_CORS_ORIGINS",
             )
         declared = headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                return error(400, "invalid Content-Length", "invalid_request_error", "send a byte count")
-            if int(declared) > self.settings.max_upload_bytes:
-                return error(
-                    413,
-                    f"upload larger than {self.settings.max_upload_bytes} bytes",
-                    "request_too_large",
-                    "send a shorter recording or raise VOXPERF_MAX_UPLOAD_BYTES",
-                )
-        return None
+        if declared is not None and not declared.isdigit():
+            raise ApiError(400, "invalid Content-Length", "invalid_request_error", "send a byte count")
+        if declared is not None and int(declared) > self.settings.max_upload_bytes:
+            raise ApiError(*_too_large(self.settings.max_upload_bytes))
 
 
 def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines | None = None) -> FastAPI:
@@ -222,22 +209,18 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
         )
     app.add_middleware(RequestGuard, state=state)
 
-    named = [
-        (route.path_regex, route.methods or set(), route.name)
-        for router in (routes_ops.router, routes_audio.router, routes_jobs.router)
-        for route in router.routes
-        if isinstance(route, APIRoute)
+    routes = [
+        r for router in (routes_ops.router, routes_audio.router, routes_jobs.router) for r in router.routes
     ]
 
     def route_name(scope: Scope) -> str:
-        """The route's name, also for answers given before routing (401, 413); "unmatched" for
-        unknown paths. Bounded by the routes, so a safe metric label."""
-        path, method = scope.get("path", ""), scope.get("method", "")
-        by_path = [(methods, name) for regex, methods, name in named if regex.match(path)]
-        for methods, name in by_path:
-            if method in methods:
-                return name
-        return by_path[0][1] if by_path else "unmatched"
+        """The route's name, also for answers given before routing (the guard's 413 ...), by
+        Starlette's own matching; "unmatched" for unknown paths. A bounded, safe metric label."""
+        route = scope.get("route")
+        if route is None:
+            matched = {r.matches(scope)[0]: r for r in reversed(routes)}  # the first of each kind
+            route = matched.get(Match.FULL) or matched.get(Match.PARTIAL)
+        return str(getattr(route, "name", None) or "unmatched")
 
     def observe_response(scope: Scope, rc: ResponseClock) -> None:
         end_ns = rc.end_ns if rc.end_ns is not None else rc.start_ns

@@ -37,8 +37,8 @@ from voxperf.errors import ServiceUnavailableError
 from voxperf.service.jobs import JobRecords
 from voxperf.service.runtime import ServiceEngines
 from voxperf.service.settings import ServiceSettings
-from voxperf.service.timing import configure_timing_log
 from voxperf.service.worker import process_job
+from voxperf.trace.export import configure_timing_log
 
 __all__ = ["QUEUE", "TASK_NAME", "enqueue", "make_celery", "redact_url", "revoke", "run_worker"]
 

@@ -9,7 +9,7 @@ echo the client's value (it may be huge, or not printable).
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,7 +20,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voxperf.errors import VoxperfError
 
-__all__ = ["ApiError", "ErrorBody", "error", "error_responses", "install_error_handlers", "strict_json"]
+__all__ = [
+    "ApiError",
+    "ErrorBody",
+    "error",
+    "error_responses",
+    "install_error_handlers",
+    "strict_json",
+    "validation_message",
+]
 
 
 class ErrorDetail(BaseModel):
@@ -70,54 +78,36 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def strict_json(raw: bytes) -> Any:
-    """Parse a JSON body as the standard says: no NaN/Infinity, no lone surrogates, UTF-8 only."""
+    """Parse a JSON body as the standard says: UTF-8, no NaN/Infinity or out-of-range numbers
+    (``1e999``), no lone surrogates (``"\\ud800"``); each refusal is a 400 naming the problem."""
 
-    def refuse(constant: str) -> Any:
-        raise ApiError(
-            400, f"JSON does not allow {constant}", "invalid_request_error", "send a finite number"
-        )
+    def bad(message: str, hint: str) -> ApiError:
+        return ApiError(400, message, "invalid_request_error", hint)
 
     try:
-        text = raw.decode("utf-8")
-        value = json.loads(text, parse_constant=refuse)
+        value = json.loads(raw.decode("utf-8"), parse_constant=lambda c: float("nan"))
     except UnicodeDecodeError:
-        raise ApiError(400, "the body is not UTF-8", "invalid_request_error", "send UTF-8 JSON") from None
+        raise bad("the body is not UTF-8", "send UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
-        raise ApiError(
-            400,
-            f"the body is not JSON: {exc.msg} at line {exc.lineno}",
-            "invalid_request_error",
-            "send a JSON object",
-        ) from None
-    _check_strings(value)
+        raise bad(f"the body is not JSON: {exc.msg} at line {exc.lineno}", "send a JSON object") from None
+    except RecursionError:
+        raise bad("the JSON nests too deeply", "send a flat JSON object") from None
+    try:  # what cannot be written back as standard JSON was not standard JSON
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad("a string holds a lone surrogate (\\ud800-\\udfff)", "send valid Unicode") from None
+    except ValueError:
+        raise bad("JSON has no NaN, Infinity or numbers out of range", "send a finite number") from None
     return value
 
 
-def _check_strings(value: Any) -> None:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ApiError(
-                400,
-                "a string holds a lone surrogate (\\ud800-\\udfff)",
-                "invalid_request_error",
-                "send valid Unicode",
-            ) from None
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _check_strings(k)
-            _check_strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            _check_strings(v)
-    elif isinstance(value, float) and not math.isfinite(value):  # 1e999 parses to inf
-        raise ApiError(400, "a number is out of range", "invalid_request_error", "send a finite number")
-
-
-def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
-    return ".".join(parts) or "body"
+def validation_message(errors: Sequence[Any]) -> str:
+    """Pydantic's errors as one line naming each field and rule (never the client's value)."""
+    problems = []
+    for e in errors[:5]:
+        field = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "form", "path"))
+        problems.append(f"{field or 'body'}: {e.get('msg', 'invalid')}")
+    return "; ".join(problems) or "invalid request"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -134,10 +124,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [f"{_field(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:5]]
-        return error(
-            422, "; ".join(problems) or "invalid request", "invalid_request_error", "see the API docs"
-        )
+        return error(422, validation_message(exc.errors()), "invalid_request_error", "see the API docs")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

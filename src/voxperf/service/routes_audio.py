@@ -11,30 +11,27 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import json
-import logging
-import struct
+import functools
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 
-from voxperf.audio.codec import probe_format
-from voxperf.pipeline.handoff import ClientGone, HandoffSink
+from voxperf.audio.codec import probe_format, wav_stream_header
+from voxperf.pipeline.handoff import HandoffSink
 from voxperf.pipeline.speech import SpeechResult
-from voxperf.service.http import ApiError, error_responses, strict_json
+from voxperf.service.http import ApiError, error_responses, strict_json, validation_message
+from voxperf.service.runtime import release_free_memory
 from voxperf.service.state import ServiceState, get_state, get_tenant, not_draining
-from voxperf.service.timing import response_clock, timing_log
-from voxperf.service.worker import log_dictation, stage_ms
+from voxperf.service.timing import ResponseClock, response_clock
+from voxperf.service.worker import cancellable_run, log_dictation
 from voxperf.trace.core import Trace, default_clock
-from voxperf.trace.metrics import NS_PER_MS, NS_PER_S
+from voxperf.trace.export import log_event
+from voxperf.trace.metrics import NS_PER_MS, NS_PER_S, stage_totals_ms
 
-__all__ = ["SpeechRequest", "check_upload", "router", "server_timing"]
+__all__ = ["SHORT_TEXT", "SpeechRequest", "check_upload", "router", "server_timing"]
 
-log = logging.getLogger("voxperf.service")
 router = APIRouter(dependencies=[Depends(get_tenant)])
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 SHORT_TEXT = 64  # model, language, voice: names, not documents
@@ -42,7 +39,7 @@ SHORT_TEXT = 64  # model, language, voice: names, not documents
 
 def server_timing(trace: Trace) -> str:
     """``Server-Timing`` header value: each stage's duration in ms (the library's stage totals)."""
-    return ", ".join(f"{name};dur={ms:.3f}" for name, ms in stage_ms(trace).items())
+    return ", ".join(f"{name};dur={ms:.3f}" for name, ms in stage_totals_ms(trace).items())
 
 
 def check_upload(data: bytes) -> None:
@@ -58,44 +55,13 @@ def check_upload(data: bytes) -> None:
         )
 
 
-def short(name: str, value: str | None) -> None:
-    if value is not None and len(value) > SHORT_TEXT:
-        raise ApiError(
-            400,
-            f"{name} is longer than {SHORT_TEXT} characters",
-            "invalid_request_error",
-            f"send a {name} name",
-        )
-
-
-def _srt_time(s: float, sep: str) -> str:
-    ms = round(s * 1000)
-    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
-
-
-def _subtitles(segments: list[Any], kind: str) -> str:
-    sep = "," if kind == "srt" else "."
-    lines = [] if kind == "srt" else ["WEBVTT", ""]
-    for i, seg in enumerate(segments, start=1):
-        if kind == "srt":
-            lines.append(str(i))
-        lines += [f"{_srt_time(seg.start_s, sep)} --> {_srt_time(seg.end_s, sep)}", seg.text, ""]
-    return "\n".join(lines)
-
-
 @router.get("/v1/models")
 async def models(state: ServiceState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
+    engines = [e for e in (state.engines.stt, state.engines.tts) if e is not None]
     data = [
-        {
-            "id": e.info.model or e.info.name,
-            "object": "model",
-            "owned_by": "voxperf",
-            "created": 0,
-            "engine": e.info.name,
-            "role": e.info.role,
-        }
-        for e in (state.engines.stt, state.engines.tts)
-        if e is not None
+        {"id": e.info.model or e.info.name, "object": "model", "owned_by": "voxperf", "created": 0}
+        | {"engine": e.info.name, "role": e.info.role}
+        for e in engines
     ]
     return {"object": "list", "data": data}
 
@@ -108,39 +74,28 @@ async def models(state: ServiceState = Depends(get_state)) -> dict[str, Any]:  #
 async def transcriptions(
     request: Request,
     file: UploadFile = File(...),  # noqa: B008 - FastAPI's declaration style
-    model: str = Form("tiny.en"),
-    language: str | None = Form(None),
-    prompt: str | None = Form(None),
+    model: str = Form("tiny.en", max_length=SHORT_TEXT),
+    language: str | None = Form(None, max_length=SHORT_TEXT),
+    prompt: str | None = Form(None),  # accepted for compatibility; the engines here take no prompt
     response_format: str = Form("json"),
     state: ServiceState = Depends(get_state),  # noqa: B008
 ) -> Any:
     received = response_clock(request.scope).start_ns  # request start, before the upload was read
     if response_format not in RESPONSE_FORMATS:
-        raise ApiError(
-            400,
-            "unknown response_format",
-            "invalid_request_error",
-            f"use one of {', '.join(RESPONSE_FORMATS)}",
-        )
-    short("model", model)
-    short("language", language)
-    del prompt  # accepted for compatibility; the engines here take no prompt
+        raise _bad("unknown response_format", f"use one of {', '.join(RESPONSE_FORMATS)}")
     pipeline = state.engines.dictation(state.settings)
     async with state.transcribing.queued_slot(state.settings.inflight_wait_s):
         data = await file.read()
         check_upload(data)
-        if await request.is_disconnected():
-            raise ApiError(400, "the client went away", "cancelled")  # nobody to answer: no work
-        result = await run_in_threadpool(pipeline.run, data, "raw", name="upload", start_ns=received)
+        run = functools.partial(pipeline.run, data, "raw", name="upload", start_ns=received)
+        result = await cancellable_run(run, request.is_disconnected)
     log_dictation(result)
-    trace = result.trace
-    state.metrics.observe_stages(stage_ms(trace))
-    headers = {"Server-Timing": server_timing(trace)}
+    state.metrics.observe_stages(stage_totals_ms(result.trace))
+    headers = {"Server-Timing": server_timing(result.trace)}
     if response_format == "text":
         return PlainTextResponse(result.text, headers=headers)
-    segments = list(result.segments)
     if response_format in ("srt", "vtt"):
-        return PlainTextResponse(_subtitles(segments, response_format), headers=headers)
+        return PlainTextResponse(result.subtitles(response_format), headers=headers)
     body: dict[str, Any] = {"text": result.text}
     if response_format == "verbose_json":
         body.update(
@@ -148,7 +103,8 @@ async def transcriptions(
             language=result.language or "en",
             duration=result.input_audio_s,
             segments=[
-                {"id": i, "start": s.start_s, "end": s.end_s, "text": s.text} for i, s in enumerate(segments)
+                {"id": i, "start": s.start_s, "end": s.end_s, "text": s.text}
+                for i, s in enumerate(result.segments)
             ],
         )
     return JSONResponse(body, headers=headers)
@@ -167,58 +123,32 @@ class SpeechRequest(BaseModel):
     speed: float = Field(1.0, ge=0.25, le=4.0)
 
 
-def _wav_header(rate: int) -> bytes:
-    """A streaming WAV header (sizes unknown: 0xFFFFFFFF), 16-bit mono."""
-    return (
-        b"RIFF"
-        + struct.pack("<I", 0xFFFFFFFF)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", 0xFFFFFFFF)
-    )
+def _bad(message: str, hint: str, status: int = 400) -> ApiError:
+    return ApiError(status, message, "invalid_request_error", hint)
 
 
-async def _speech_request(request: Request) -> SpeechRequest:
-    raw = await request.body()
-    value = strict_json(raw)
+async def _speech_request(request: Request, state: ServiceState) -> SpeechRequest:
+    """The body as standard JSON, validated, and only what this server can honour."""
+    value = strict_json(await request.body())
     if not isinstance(value, dict):
-        raise ApiError(
-            400, "the body must be a JSON object", "invalid_request_error", 'send {"input": "..."}'
-        )
+        raise _bad("the body must be a JSON object", 'send {"input": "..."}')
     try:
         req = SpeechRequest.model_validate(value)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise ApiError(422, problems, "invalid_request_error", "see the API docs") from None
+        raise _bad(validation_message(exc.errors()), "see the API docs", 422) from None
     if "\x00" in req.input:
-        raise ApiError(400, "input holds a NUL character", "invalid_request_error", "send plain text")
-    return req
-
-
-def _check_speech(req: SpeechRequest, state: ServiceState) -> None:
-    if req.response_format not in ("wav", "pcm"):
-        raise ApiError(400, "unsupported response_format", "invalid_request_error", "use wav or pcm")
+        raise _bad("input holds a NUL character", "send plain text")
     if not req.input.strip():
-        raise ApiError(422, "input is blank", "invalid_request_error", "send some text")
+        raise _bad("input is blank", "send some text", 422)
+    if req.response_format not in ("wav", "pcm"):
+        raise _bad("unsupported response_format", "use wav or pcm")
     if req.speed != 1.0:
-        raise ApiError(
-            400,
-            "speed is not supported by this server's TTS",
-            "invalid_request_error",
-            "omit speed or send 1.0",
-        )
+        raise _bad("speed is not supported by this server's TTS", "omit speed or send 1.0")
     tts = state.engines.tts
     voices = {"default"} | ({tts.info.model} if tts is not None and tts.info.model else set())
     if req.voice not in voices:
-        raise ApiError(
-            400,
-            "unknown voice",
-            "invalid_request_error",
-            f"this server speaks with one voice: {', '.join(sorted(voices))}",
-        )
+        raise _bad("unknown voice", f"this server speaks with one voice: {', '.join(sorted(voices))}")
+    return req
 
 
 @router.post(
@@ -236,9 +166,7 @@ def _check_speech(req: SpeechRequest, state: ServiceState) -> None:
 async def speech(request: Request, state: ServiceState = Depends(get_state)) -> Any:  # noqa: B008
     """Stream synthesised audio; the first body message holds the WAV header with the first audio."""
     rc = response_clock(request.scope)
-    received = rc.start_ns
-    req = await _speech_request(request)
-    _check_speech(req, state)
+    req = await _speech_request(request, state)
     key = (req.input, req.voice, req.response_format)
     media = "audio/wav" if req.response_format == "wav" else "audio/pcm"
     lookup_start_ns = default_clock()
@@ -259,36 +187,22 @@ async def speech(request: Request, state: ServiceState = Depends(get_state)) -> 
         return StreamingResponse(replay(), media_type=media, headers=headers)
     state.metrics.cache_misses.inc()
     rate = state.engines.require_tts().sample_rate
+    header = wav_stream_header(rate) if req.response_format == "wav" else b""
     release_slot = state.speaking.claim()  # given back once the stream ends, however it ends
     try:
         sink = HandoffSink(
             asyncio.get_running_loop(),
-            encode=lambda chunk, first: (
-                (_wav_header(rate) if first and req.response_format == "wav" else b"") + chunk.pcm16_bytes()
-            ),
+            encode=lambda chunk, first: (header if first else b"") + chunk.pcm16_bytes(),
             deadline_s=state.settings.request_deadline_s,
         )
-        pipeline = state.engines.speech(sink)
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                outcome["result"] = pipeline.run(req.input, start_ns=received)
-            except ClientGone:
-                pass  # the client went away or the deadline passed: the synthesis stopped there
-            except BaseException as exc:
-                sink.fail(exc)
-            finally:
-                sink.close()
-
-        task = asyncio.get_running_loop().run_in_executor(None, run)
+        task = sink.start(functools.partial(state.engines.speech(sink).run, req.input, start_ns=rc.start_ns))
         first = await sink.first()  # headers wait for real audio
-        first_chunk_ms = (default_clock() - received) / NS_PER_MS
-        if isinstance(first, BaseException) or first is None:
+        first_chunk_ms = (default_clock() - rc.start_ns) / NS_PER_MS
+        if not isinstance(first, bytes):
             await task
             if isinstance(first, BaseException):
                 raise first
-            raise ApiError(422, "the input produced no audio", "invalid_request_error", "send words to speak")
+            raise _bad("the input produced no audio", "send words to speak", 422)
     except BaseException:
         release_slot()
         raise
@@ -298,16 +212,17 @@ async def speech(request: Request, state: ServiceState = Depends(get_state)) -> 
             async for piece in sink.body(first):
                 yield piece
         finally:
-            await task  # the pipeline has stopped (done, failed or told the client is gone)
+            result = await task  # the pipeline has stopped (done, failed or told the client is gone)
             release_slot()
-            if "result" in outcome:
+            if result is not None:
                 state.cache.put(key, sink.sent_bytes, rate)  # only a complete phrase is cached
             await asyncio.get_running_loop().run_in_executor(None, release_free_memory)
 
-    def done(rc: Any) -> None:
+    def done(rc: ResponseClock) -> None:
         sink.abandon()  # a body that never started (the client left first) stops the pipeline too
         release_slot()
-        _log_speech(state, "miss", len(sink.sent_bytes), lookup_done_ns, rc, outcome.get("result"))
+        result = task.result() if task.done() and not task.cancelled() else None
+        _log_speech(state, "miss", len(sink.sent_bytes), lookup_done_ns, rc, result)
 
     rc.on_complete(done)
     headers = {
@@ -317,62 +232,31 @@ async def speech(request: Request, state: ServiceState = Depends(get_state)) -> 
     return StreamingResponse(body(), media_type=media, headers=headers)
 
 
-def _malloc_trim() -> Any:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return None
-
-
-_TRIM = _malloc_trim()
-
-
-def release_free_memory() -> None:
-    """Give the C heap's free pages back to the system after a long synthesis: glibc keeps them
-    (its mmap threshold rises with the audio buffers freed), so RSS would stay at its peak."""
-    if _TRIM is not None:
-        _TRIM(0)
-
-
 def _log_speech(
-    state: ServiceState, cache: str, chunks: int, lookup_done_ns: int, rc: Any, result: SpeechResult | None
+    state: ServiceState,
+    cache: str,
+    chunks: int,
+    lookup_ns: int,
+    rc: ResponseClock,
+    result: SpeechResult | None,
 ) -> None:
-    """One ``speech_timing`` line per response (no text): the wire's times (first body byte, end)
-    and, for a synthesised phrase, the library's speech metrics and request-flow events."""
+    """One ``speech_timing`` line per response (no text): the library's speech metrics and
+    request-flow events for a synthesised phrase, with the wire's times (first body byte, end)."""
     start = rc.start_ns
     if rc.first_body_ns is not None:
         state.metrics.first_byte_seconds.labels(cache=cache).observe((rc.first_body_ns - start) / NS_PER_S)
     if result is not None and result.ttfa_ns is not None:
         state.metrics.ttfa_seconds.observe(result.ttfa_ns / NS_PER_S)
-    if not timing_log.isEnabledFor(logging.INFO):
-        return
-
-    def ms(t_ns: int | None) -> float | None:
-        return None if t_ns is None else round(t_ns / NS_PER_MS, 3)
-
+    event: dict[str, Any] = result.timing_event() if result is not None else {"name": "speech_timing"}
+    event.setdefault("events_ms", {"REQUEST_RECEIVED": 0.0})
     end_ns = rc.end_ns if rc.end_ns is not None else default_clock()
-    line: dict[str, Any] = {
-        "name": "speech_timing",
-        "cache": cache,
-        "chunks": chunks,
-        "completed": rc.completed,
-        "cache_lookup_ms": ms(lookup_done_ns - start),
-        "first_byte_ms": ms(rc.first_body_ns - start) if rc.first_body_ns is not None else None,
-    }
-    if result is not None:
-        line.update(
-            request=result.trace.request_id,
-            audio_s=round(result.audio_s, 3),
-            first_chunk_ms=ms(result.first_chunk_ns),
-            ttfa_ms=ms(result.ttfa_ns),
-            streaming_ms=ms(result.streaming_ns),
-            rtfx=result.rtfx,
-            streaming_efficiency=result.streaming_efficiency,
-            stage_ms=stage_ms(result.trace),
-        )
-        events = {e.name: ms(e.t_ns - start) for e in result.trace.events if e.name != "REQUEST_COMPLETE"}
-    else:
-        events = {"REQUEST_RECEIVED": 0.0}
-    events["REQUEST_COMPLETE"] = ms(end_ns - start)  # the last body byte handed to the transport
-    line["events_ms"] = events
-    timing_log.info(json.dumps(line, separators=(",", ":")))
+    event["events_ms"]["REQUEST_COMPLETE"] = round((end_ns - start) / NS_PER_MS, 3)  # the last byte sent
+    first_byte = None if rc.first_body_ns is None else round((rc.first_body_ns - start) / NS_PER_MS, 3)
+    event.update(
+        cache=cache,
+        chunks=chunks,
+        completed=rc.completed,
+        cache_lookup_ms=round((lookup_ns - start) / NS_PER_MS, 3),
+        first_byte_ms=first_byte,
+    )
+    log_event(event)

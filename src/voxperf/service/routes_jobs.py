@@ -17,7 +17,7 @@ from voxperf.audio.codec import decode
 from voxperf.errors import VoxperfError
 from voxperf.service.http import ApiError, error_responses
 from voxperf.service.jobs import JOB_STATUSES, Job, JobRecords, new_job_id
-from voxperf.service.routes_audio import check_upload, short
+from voxperf.service.routes_audio import SHORT_TEXT, check_upload
 from voxperf.service.state import ServiceState, get_state, get_tenant, not_draining
 
 __all__ = ["admit", "router"]
@@ -62,16 +62,14 @@ def _duration_s(data: bytes, max_duration_s: float) -> float:
 )
 async def create_job(
     file: UploadFile = File(...),  # noqa: B008 - FastAPI's declaration style
-    model: str = Form("tiny.en"),
-    language: str | None = Form(None),
+    model: str = Form("tiny.en", max_length=SHORT_TEXT),
+    language: str | None = Form(None, max_length=SHORT_TEXT),
     level: str = Form("raw"),
     tenant: str = Depends(get_tenant),
     state: ServiceState = Depends(get_state),  # noqa: B008
 ) -> Any:
     if level not in LEVELS:
         raise ApiError(400, "unknown processing level", "invalid_request_error", "use raw or clean")
-    short("model", model)
-    short("language", language)
     records = state.jobs()
     # uploads at once are bounded by RequestGuard, before the body is read
     data = await file.read()

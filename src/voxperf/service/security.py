@@ -127,39 +127,35 @@ class RateLimiter:
 
 
 class InFlight:
-    """A bound on synchronous work in progress: past it, 429 at once (no unbounded queueing)."""
+    """A bound on synchronous work in progress: past it, 429 (no unbounded queueing)."""
 
     def __init__(self, limit: int, what: str, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit = limit
-        self.what = what
+        self.limit, self.what, self.clock = limit, what, clock
         self.active = 0
         self.waiting = 0
-        self.clock = clock
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def _take(self) -> Callable[[], None] | None:
+        """A free slot and the function that gives it back (once, however many exit paths call it)."""
         with self._lock:
             if self.active >= self.limit:
-                raise self._busy()
+                return None
             self.active += 1
-
-    def release(self) -> None:
-        with self._lock:
-            self.active -= 1
-
-    def claim(self) -> Callable[[], None]:
-        """Take a slot (429 when none is free); the function returned gives it back, once, however
-        many of the request's exit paths call it."""
-        self.acquire()
-        given_back = [False]
+        held = [True]
 
         def give_back() -> None:
             with self._lock:
-                if given_back[0]:
-                    return
-                given_back[0] = True
-                self.active -= 1
+                if held[0]:
+                    held[0] = False
+                    self.active -= 1
 
+        return give_back
+
+    def claim(self) -> Callable[[], None]:
+        """Take a slot now (429 when none is free); returns what gives it back."""
+        give_back = self._take()
+        if give_back is None:
+            raise self._busy()
         return give_back
 
     def _busy(self) -> ApiError:
@@ -175,27 +171,22 @@ class InFlight:
     async def queued_slot(self, wait_s: float) -> AsyncIterator[None]:
         """A slot, waiting up to ``wait_s`` for one; at most ``limit`` requests wait at once, so the
         queue stays bounded. Past either bound: 429 with Retry-After."""
-        deadline = self.clock() + wait_s
-        waiting = False
-        try:
-            while True:
-                with self._lock:
-                    if self.active < self.limit:
-                        self.active += 1
-                        break
-                    if not waiting:
-                        if self.waiting >= self.limit or wait_s <= 0:
-                            raise self._busy()
-                        self.waiting += 1
-                        waiting = True
-                if self.clock() >= deadline:
+        give_back = self._take()
+        if give_back is None:
+            with self._lock:
+                if self.waiting >= self.limit or wait_s <= 0:
                     raise self._busy()
-                await asyncio.sleep(0.02)
-        finally:
-            if waiting:
+                self.waiting += 1
+            try:
+                deadline = self.clock() + wait_s
+                while (give_back := self._take()) is None:
+                    if self.clock() >= deadline:
+                        raise self._busy()
+                    await asyncio.sleep(0.02)
+            finally:
                 with self._lock:
                     self.waiting -= 1
         try:
             yield
         finally:
-            self.release()
+            give_back()

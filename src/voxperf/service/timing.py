@@ -7,36 +7,21 @@ had then been written to the connection's asyncio transport, which passes them t
 once unless the client is not reading). Response headers are not a first byte: a streaming
 response's headers go out before any audio does.
 
-``voxperf.timing`` lines (one JSON object per line) are the exporter's ``pipeline_timing`` event
-for every finished dictation (:func:`log_pipeline_timing`, serialised exactly as ``voxperf bench
---events`` writes it) and a ``speech_timing`` line per speech request. :func:`configure_timing_log`
-sends them to stderr when nothing else handles them (uvicorn configures only its own loggers).
-Neither line ever holds transcript text or other user content.
+The service's timing lines go to the library's timing log (:func:`voxperf.trace.export.log_event`):
+the exporter's ``pipeline_timing`` event for every finished dictation and a ``speech_timing`` event
+per speech response; neither ever holds transcript text or other user content.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import sys
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from typing import Any, TextIO
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from voxperf.trace.core import Clock, default_clock
-from voxperf.trace.export import write_ndjson
 
-__all__ = [
-    "TIMING_LOGGER",
-    "ResponseClock",
-    "ResponseClockMiddleware",
-    "configure_timing_log",
-    "log_pipeline_timing",
-    "pipeline_timing_line",
-    "response_clock",
-]
+__all__ = ["ResponseClock", "ResponseClockMiddleware", "response_clock"]
 
-TIMING_LOGGER = "voxperf.timing"
-timing_log = logging.getLogger(TIMING_LOGGER)
 log = logging.getLogger("voxperf.service")
 
 _SCOPE_KEY = "voxperf.response_clock"
@@ -46,40 +31,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-def configure_timing_log(stream: TextIO | None = None) -> logging.Handler | None:
-    """Make ``voxperf.timing`` lines reach stderr (or ``stream``), once.
-
-    The logger is set to INFO if it has no level of its own. A handler is added only when no
-    handler would see its records yet (neither on ``voxperf.timing`` nor on an ancestor such as a
-    root handler from ``logging.basicConfig`` or uvicorn's ``--log-config``); it writes the bare
-    JSON line and does not propagate, so a root handler configured later does not print it twice.
-    Returns the handler it added, or None. Calling it again adds nothing.
-    """
-    if timing_log.level == logging.NOTSET:
-        timing_log.setLevel(logging.INFO)
-    if timing_log.hasHandlers():
-        return None
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    timing_log.addHandler(handler)
-    timing_log.propagate = False
-    return handler
-
-
-def pipeline_timing_line(event: Mapping[str, Any]) -> str:
-    """A ``pipeline_timing`` event as one NDJSON line (without the newline): the serialiser of
-    ``voxperf bench --events``."""
-    buf = io.StringIO()
-    write_ndjson([event], buf)
-    return buf.getvalue().rstrip("\n")
-
-
-def log_pipeline_timing(event: Mapping[str, Any]) -> None:
-    """Log one finished dictation's ``pipeline_timing`` line on ``voxperf.timing`` (INFO)."""
-    if timing_log.isEnabledFor(logging.INFO):
-        timing_log.info(pipeline_timing_line(event))
 
 
 class ResponseClock:

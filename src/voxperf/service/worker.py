@@ -11,24 +11,30 @@ learn which job to run.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from starlette.concurrency import run_in_threadpool
 
 from voxperf import __version__
+from voxperf.engines.base import run_cancellable
 from voxperf.errors import AudioError, UsageError, VoxperfError
 from voxperf.pipeline.dictation import DictationPipeline, DictationResult
 from voxperf.service.jobs import Job, JobRecords
-from voxperf.service.timing import log_pipeline_timing
 from voxperf.trace.core import Trace
-from voxperf.trace.metrics import NS_PER_MS, stage_totals_ns
+from voxperf.trace.export import log_event
+from voxperf.trace.metrics import stage_totals_ms
 
-__all__ = ["EmbeddedQueue", "log_dictation", "process_job", "stage_ms", "worker_id"]
+__all__ = ["EmbeddedQueue", "cancellable_run", "log_dictation", "process_job", "worker_id"]
 
 log = logging.getLogger("voxperf.service")
 OnDone = Callable[[Job, Trace | None], None]
+T = TypeVar("T")
 
 
 def worker_id() -> str:
@@ -36,14 +42,23 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def stage_ms(trace: Trace) -> dict[str, float]:
-    """Per-stage milliseconds of a trace (the library's stage totals)."""
-    return {name: ns / NS_PER_MS for name, ns in stage_totals_ns(trace).items()}
-
-
 def log_dictation(result: DictationResult, session_id: str | None = None) -> None:
-    """The finished dictation's ``pipeline_timing`` line (the exporter's event)."""
-    log_pipeline_timing(result.timing_event(__version__, session_id))
+    """The finished dictation's ``pipeline_timing`` line (the exporter's event) on the timing log."""
+    log_event(result.timing_event(__version__, session_id))
+
+
+async def cancellable_run(
+    run: Callable[[], T], disconnected: Callable[[], Awaitable[bool]], poll_s: float = 0.2
+) -> T:
+    """Run a request in a worker thread; once ``disconnected()`` says its client left, the request
+    is cancelled (it stops at its next :func:`~voxperf.engines.base.check_cancelled`)."""
+    cancel = threading.Event()
+    task = asyncio.ensure_future(run_in_threadpool(run_cancellable, cancel, run))
+    while not task.done():
+        await asyncio.wait({task}, timeout=poll_s)
+        if not task.done() and not cancel.is_set() and await disconnected():
+            cancel.set()
+    return task.result()
 
 
 def process_job(
@@ -73,7 +88,7 @@ def process_job(
             raise AudioError("the job's audio is gone", "submit the job again")
         result = pipeline.run(data, job.level, name="upload", request_id=job.id)
         trace = result.trace
-        if records.complete(job, result.text, stage_ms(trace)):
+        if records.complete(job, result.text, stage_totals_ms(trace)):
             recorded = result
     except (AudioError, UsageError) as exc:
         records.fail(job, exc.message, permanent=True)

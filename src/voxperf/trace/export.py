@@ -1,17 +1,20 @@
-"""Trace exporters: the ``pipeline_timing`` NDJSON event and Chrome trace JSON (Perfetto).
+"""Trace exporters: the ``pipeline_timing`` NDJSON event, the timing log and Chrome trace JSON.
 
-Neither exporter ever writes transcript text or other user content: only stage names, timings,
-byte counts, the processing level and ids.
+No exporter ever writes transcript text or other user content: only stage names, timings, byte
+counts, the processing level and ids. The timing log is the ``voxperf.timing`` logger: one NDJSON
+event per line (``voxperf serve`` and its workers write every finished request's event there).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import platform
+import sys
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from voxperf.trace.core import Trace
 from voxperf.trace.metrics import NS_PER_MS, stage_ns, total_ns
@@ -20,10 +23,17 @@ from voxperf.trace.stages import Stage
 __all__ = [
     "PIPELINE_TIMING_FIELDS",
     "PIPELINE_TIMING_SCHEMA_VERSION",
+    "TIMING_LOGGER",
     "chrome_trace",
+    "configure_timing_log",
+    "log_event",
+    "ndjson_line",
     "pipeline_timing_event",
     "write_ndjson",
 ]
+
+TIMING_LOGGER = "voxperf.timing"
+_timing_log = logging.getLogger(TIMING_LOGGER)
 
 PIPELINE_TIMING_SCHEMA_VERSION = 1
 # exactly the pipeline_timing event's fields, in its order
@@ -89,13 +99,44 @@ def pipeline_timing_event(
     }
 
 
+def ndjson_line(event: Mapping[str, Any]) -> str:
+    """One event as one compact JSON line (without the newline)."""
+    return json.dumps(event, separators=(",", ":"))
+
+
 def write_ndjson(events: Iterable[Mapping[str, Any]], fh: Any) -> int:
     """Write one compact JSON object per line; returns the number of lines."""
     n = 0
     for ev in events:
-        fh.write(json.dumps(ev, separators=(",", ":")) + "\n")
+        fh.write(ndjson_line(ev) + "\n")
         n += 1
     return n
+
+
+def log_event(event: Mapping[str, Any]) -> None:
+    """Log one event as an NDJSON line on the timing log (``voxperf.timing``, INFO)."""
+    if _timing_log.isEnabledFor(logging.INFO):
+        _timing_log.info(ndjson_line(event))
+
+
+def configure_timing_log(stream: TextIO | None = None) -> logging.Handler | None:
+    """Make timing-log lines reach stderr (or ``stream``), once.
+
+    The logger is set to INFO if it has no level of its own. A handler is added only when none
+    would see its records yet (on ``voxperf.timing`` or an ancestor, e.g. a root handler from
+    ``logging.basicConfig`` or uvicorn's ``--log-config``); it writes the bare line and does not
+    propagate, so a root handler configured later does not print it twice. Returns the handler
+    it added, or None.
+    """
+    if _timing_log.level == logging.NOTSET:
+        _timing_log.setLevel(logging.INFO)
+    if _timing_log.hasHandlers():
+        return None
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    _timing_log.addHandler(handler)
+    _timing_log.propagate = False
+    return handler
 
 
 def chrome_trace(traces: Iterable[tuple[Trace, Mapping[str, Any]]]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ __all__ = [
     "playout",
     "rtfx",
     "stage_ns",
+    "stage_totals_ms",
     "stage_totals_ns",
     "streaming_efficiency",
     "total_ns",
@@ -54,6 +55,11 @@ def stage_totals_ns(trace: Trace) -> dict[str, int]:
     for s in trace.spans:
         out[s.name] = out.get(s.name, 0) + (s.end_ns - s.start_ns)
     return out
+
+
+def stage_totals_ms(trace: Trace) -> dict[str, float]:
+    """:func:`stage_totals_ns` in milliseconds (``Server-Timing``, job records, Prometheus)."""
+    return {name: ns / NS_PER_MS for name, ns in stage_totals_ns(trace).items()}
 
 
 def total_ns(trace: Trace) -> int:

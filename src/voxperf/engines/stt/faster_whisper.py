@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from voxperf.audio.pcm import Audio
-from voxperf.engines.base import EngineInfo, Segment, Transcript
+from voxperf.engines.base import EngineInfo, Segment, Transcript, check_cancelled
 from voxperf.engines.models import DEFAULT_WHISPER_MODEL, resolve_whisper_model
 from voxperf.engines.options import package_version, parse_bool
-from voxperf.errors import DependencyMissingError, EngineError, UsageError
+from voxperf.errors import Cancelled, DependencyMissingError, EngineError, UsageError
 
 __all__ = ["COMPUTE_TYPES", "DEVICES", "FasterWhisperSTT"]
 
@@ -181,7 +181,12 @@ class FasterWhisperSTT:
                 condition_on_previous_text=False,
             )
             # The generator is lazy: decoding happens here, inside the call being timed.
-            timed = [Segment(float(seg.start), float(seg.end), seg.text.strip()) for seg in segments]
+            timed = []
+            for seg in segments:
+                timed.append(Segment(float(seg.start), float(seg.end), seg.text.strip()))
+                check_cancelled()  # between windows: a long recording stops when its request does
+        except Cancelled:
+            raise
         except Exception as exc:
             raise EngineError(
                 f"faster-whisper failed while transcribing {audio.duration_s:.2f} s of audio: {exc}",
