@@ -299,3 +299,14 @@ def test_flac_of_unknown_length_decodes() -> None:
     data[8 + 14 : 8 + 18] = b"\x00\x00\x00\x00"
     audio = decode(bytes(data), max_duration_s=60)
     assert audio.duration_s == pytest.approx(2.0, abs=0.01)
+
+
+def test_a_streamed_wav_of_unknown_length_decodes_to_its_samples() -> None:
+    from voxperf.audio.codec import wav_stream_header
+
+    x = (np.sin(np.arange(8000) / 7) * 0.5).astype(np.float32)
+    body = wav_stream_header(8000) + (x * 32767).astype("<i2").tobytes()
+    assert body[4:8] == b"\xff\xff\xff\xff" and body[40:44] == b"\xff\xff\xff\xff"  # sizes unknown
+    audio = decode(body)
+    assert audio.sample_rate == 8000 and audio.num_samples == x.size
+    assert np.abs(audio.samples - x).max() < 1e-4

@@ -251,3 +251,19 @@ def test_speech_cpu_time_excludes_the_output_analysis() -> None:
     burned_ns = BusyVAD.calls * 5_000_000
     assert BusyVAD.calls > 20 and res.ttfa_ns is not None
     assert res.cpu_ns < burned_ns / 2, (res.cpu_ns, burned_ns)
+
+
+def test_subtitles_from_the_engines_segments() -> None:
+    from voxperf.engines.base import Segment
+    from voxperf.errors import UsageError
+    from voxperf.pipeline.dictation import DictationResult
+    from voxperf.trace.core import Trace
+
+    segments = (Segment(0.0, 1.5, "Hello there."), Segment(3661.25, 3662.0, "An hour later."))
+    result = DictationResult(Trace(), "raw", "", "", 0.0, 0.0, 0, 0, segments=segments)
+    assert result.subtitles("srt") == (
+        "1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n2\n01:01:01,250 --> 01:01:02,000\nAn hour later.\n"
+    )
+    assert result.subtitles("vtt").startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello there.\n")
+    with pytest.raises(UsageError):
+        result.subtitles("ass")

@@ -156,7 +156,6 @@ def test_phrase_cache_lru_by_bytes() -> None:
     assert cache.put(("c", "v", "wav"), [b"123"], 16000)  # evicts b
     assert cache.get(("b", "v", "wav")) is None and cache.size_bytes == 8
     assert not cache.put(("huge", "v", "wav"), [b"x" * 11], 16000)
-    assert (cache.hits, cache.misses) == (1, 1)
 
 
 def test_speech_request_flow_events_are_emitted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

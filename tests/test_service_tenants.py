@@ -143,6 +143,8 @@ def test_rate_and_in_flight_limits_on_an_injected_clock() -> None:
         b'{"input": "' + b"x" * 5000 + b'"}',
         b'{"input": "hi", "response_format": "mp3"}',
         b'{"input": "   "}',
+        b'{"\\udfff": 1, "input": "hi"}',  # a lone surrogate in a key
+        b'{"input": "hi", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # nesting past the parser
     ],
 )
 def test_speech_body_fuzz_is_always_4xx_in_the_documented_shape(tmp_path: Path, body: bytes) -> None:

@@ -37,7 +37,6 @@ from voxperf.service.settings import ServiceSettings
 from voxperf.service.state import ServiceState
 from voxperf.service.timing import ResponseClock, ResponseClockMiddleware
 from voxperf.service.worker import EmbeddedQueue
-from voxperf.trace.core import Trace
 from voxperf.trace.export import configure_timing_log
 from voxperf.trace.metrics import NS_PER_S
 
@@ -155,7 +154,7 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
     cfg = settings or ServiceSettings.load()
     state = ServiceState(cfg, engines or ServiceEngines())
 
-    def on_job_done(job: Job, _trace: Trace | None) -> None:
+    def on_job_done(job: Job) -> None:
         state.metrics.jobs.labels(outcome=job.status).inc()
         state.metrics.observe_stages(job.timings_ms)
 

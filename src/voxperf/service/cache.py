@@ -1,4 +1,5 @@
-"""A bounded TTS phrase cache: LRU by bytes, keyed by (text, voice, format), with hit/miss counts."""
+"""A bounded TTS phrase cache: LRU by bytes, keyed by (text, voice, format) (hits and misses are
+counted by the service's metrics)."""
 
 from __future__ import annotations
 
@@ -17,22 +18,17 @@ class PhraseCache:
         self._items: OrderedDict[tuple[str, str, str], tuple[list[bytes], int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     @property
     def size_bytes(self) -> int:
         return self._bytes
 
     def get(self, key: tuple[str, str, str]) -> tuple[list[bytes], int] | None:
-        """Chunks and sample rate of a cached phrase (counts a hit or a miss)."""
+        """Chunks and sample rate of a cached phrase, or None."""
         with self._lock:
             item = self._items.get(key)
-            if item is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
+            if item is not None:
+                self._items.move_to_end(key)
             return item
 
     def put(self, key: tuple[str, str, str], chunks: list[bytes], sample_rate: int) -> bool:

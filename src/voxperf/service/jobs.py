@@ -125,12 +125,8 @@ class JobRecords:
         if conn is not None:
             return conn
         if self.postgres:
-            try:
-                import psycopg
-            except ImportError as exc:  # pragma: no cover - a dependency of voxperf
-                raise UsageError(
-                    "PostgreSQL job records need psycopg", "pip install 'psycopg[binary]'"
-                ) from exc
+            import psycopg
+
             try:
                 conn = psycopg.connect(self.target, autocommit=True, connect_timeout=5)
             except psycopg.Error as exc:
@@ -218,6 +214,14 @@ class JobRecords:
         values["timings_ms"] = json.loads(values["timings_ms"] or "{}")
         return Job(**values)
 
+    def _drop_audio_if_ended(self, job_id: str) -> None:
+        """An upload is kept until its job has ended (done, failed, cancelled), not longer."""
+        self._execute(
+            "DELETE FROM job_audio WHERE id = ? AND id IN "
+            "(SELECT id FROM jobs WHERE status IN ('done', 'failed', 'cancelled'))",
+            (job_id,),
+        )
+
     def _one(self, sql: str, params: Sequence[Any]) -> Job | None:
         row = self._execute(sql, params).fetchone()
         return self._job(row) if row else None
@@ -284,10 +288,8 @@ class JobRecords:
                 f"('queued', 'running'){owned}",
                 params,
             )
-            job = self.get(job_id, owner)
-            if job is not None and job.status == "cancelled":
-                self._execute("DELETE FROM job_audio WHERE id = ?", (job_id,))
-        return job
+            self._drop_audio_if_ended(job_id)
+        return self.get(job_id, owner)
 
     def active_load(self, owner: str | None = None) -> tuple[int, float]:
         """Jobs queued or running and their audio seconds (all owners, or one): the queue bound."""
@@ -330,9 +332,8 @@ class JobRecords:
                 f"WHERE id = ? AND status IN {states}",
                 (now, worker, now, job_id),
             )
-            job = self.get(job_id)
-            if job is not None and job.status == "failed":
-                self._execute("DELETE FROM job_audio WHERE id = ?", (job_id,))
+            self._drop_audio_if_ended(job_id)
+        job = self.get(job_id)
         return job if job is not None and job.status == "running" and job.worker == worker else None
 
     def claim_next(self, worker: str) -> Job | None:
@@ -357,10 +358,8 @@ class JobRecords:
                 "WHERE id = ? AND status = 'running' AND attempts = ?",
                 (text, json.dumps(timings_ms), now, now, job.id, job.attempts),
             )
-            done = cur.rowcount == 1
-            if done:
-                self._execute("DELETE FROM job_audio WHERE id = ?", (job.id,))
-        return done
+            self._drop_audio_if_ended(job.id)
+        return bool(cur.rowcount == 1)
 
     def fail(self, job: Job, error: str, *, permanent: bool = False) -> Job | None:
         """The attempt ``job`` failed: queued again, or failed after MAX_ATTEMPTS (at once when
@@ -375,10 +374,8 @@ class JobRecords:
                 "WHERE id = ? AND status = 'running' AND attempts = ?",
                 (error[:2000], limit, limit, now, job.id, job.attempts),
             )
-            final = self.get(job.id)
-            if final is not None and final.status == "failed":
-                self._execute("DELETE FROM job_audio WHERE id = ?", (job.id,))
-        return final
+            self._drop_audio_if_ended(job.id)
+        return self.get(job.id)
 
     def requeue_running(self) -> int:
         """After an embedded server restarts: its interrupted jobs go back to the queue (or fail

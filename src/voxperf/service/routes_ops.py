@@ -83,35 +83,29 @@ _CSP = (
 )
 
 
-def _local_only(page: Any) -> Any:
-    page.headers["Content-Security-Policy"] = _CSP
-    return page
-
-
 @router.get("/docs", include_in_schema=False, dependencies=[Depends(get_tenant)])
-async def swagger() -> Any:
-    return _local_only(
-        get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="voxperf serve",
-            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-            swagger_css_url="/docs-assets/swagger-ui.css",
-            swagger_favicon_url="/docs-assets/favicon.png",
-        )
-    )
-
-
 @router.get("/redoc", include_in_schema=False, dependencies=[Depends(get_tenant)])
-async def redoc() -> Any:
-    return _local_only(
-        get_redoc_html(
+async def docs(request: Request) -> Any:
+    """Swagger UI (``/docs``) or Redoc (``/redoc``) on the assets installed with the package."""
+    assets = "/docs-assets/"
+    if request.url.path == "/docs":
+        page = get_swagger_ui_html(
             openapi_url="/openapi.json",
             title="voxperf serve",
-            redoc_js_url="/docs-assets/redoc.standalone.js",
-            redoc_favicon_url="/docs-assets/favicon.png",
+            swagger_js_url=assets + "swagger-ui-bundle.js",
+            swagger_css_url=assets + "swagger-ui.css",
+            swagger_favicon_url=assets + "favicon.png",
+        )
+    else:
+        page = get_redoc_html(
+            openapi_url="/openapi.json",
+            title="voxperf serve",
+            redoc_js_url=assets + "redoc.standalone.js",
+            redoc_favicon_url=assets + "favicon.png",
             with_google_fonts=False,
         )
-    )
+    page.headers["Content-Security-Policy"] = _CSP
+    return page
 
 
 @router.get("/docs-assets/{name}", include_in_schema=False)

@@ -3,20 +3,20 @@
 Every setting has one name and is looked up in one order, everywhere: a command-line flag, then the
 environment variable ``VOXPERF_<NAME>`` (e.g. ``VOXPERF_STT_SPEC``), then ``[tool.voxperf.serve]`` in
 ``pyproject.toml`` of the working directory, then the default below. Server and workers read the
-same object, so they cannot run different engines by accident.
+same object, so they cannot run different engines by accident. Values are validated by pydantic
+(strings from the environment converted, numbers finite and not negative, lists comma-separated);
+a bad one is a one-line error naming where it came from.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from voxperf.errors import UsageError
 
@@ -27,14 +27,24 @@ def env_name(setting: str) -> str:
     return f"VOXPERF_{setting.upper()}"
 
 
-@dataclass
-class ServiceSettings:
+def _split(value: Any) -> Any:
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+Count = Annotated[int, Field(ge=0)]  # sizes and counts
+Number = Annotated[float, Field(ge=0)]  # durations, rates (finite: NaN and Infinity are refused)
+Names = Annotated[list[str], BeforeValidator(_split)]  # "a,b" in a variable or flag, a list in TOML
+
+
+class ServiceSettings(BaseModel):
     """Limits, engines, queue and security; defaults are safe for a single machine."""
 
-    max_upload_bytes: int = 25 * 1024 * 1024
-    max_duration_s: float = 600.0
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    max_upload_bytes: Count = 25 * 1024 * 1024
+    max_duration_s: Number = 600.0
     api_token: str | None = None
-    cors_origins: list[str] = field(default_factory=list)
+    cors_origins: Names = Field(default_factory=list)
     stt_spec: str = "faster-whisper"
     tts_spec: str = "piper"
     rewrite_spec: str = "local"
@@ -42,28 +52,28 @@ class ServiceSettings:
     jobs_db: str | None = None  # postgresql://... : job records shared by servers and workers
     broker_url: str | None = None  # amqp://... : jobs go to Celery workers (voxperf worker)
     broker_queue: str = "voxperf.jobs"  # the RabbitMQ queue (one per deployment sharing a broker)
-    workers: int = 1  # embedded job worker threads; Celery worker threads for voxperf worker
-    tts_cache_bytes: int = 32 * 1024 * 1024
-    drain_timeout_s: float = 30.0
+    workers: Count = 1  # embedded job worker threads; Celery worker threads for voxperf worker
+    tts_cache_bytes: Count = 32 * 1024 * 1024
+    drain_timeout_s: Number = 30.0
     # tenants: "tenant:KEY" (hashed when loaded) or "tenant:sha256:HEX"; a keys file has one such
     # entry per line (# comments); api_token is the one-tenant shorthand (tenant "default")
-    api_keys: list[str] = field(default_factory=list)
+    api_keys: Names = Field(default_factory=list)
     api_keys_file: str | None = None
     public_metrics: bool = False  # /metrics without a key (a Prometheus scrape on a private network)
-    allowed_hosts: list[str] = field(default_factory=list)  # Host header allow-list (empty: any)
+    allowed_hosts: Names = Field(default_factory=list)  # Host header allow-list (empty: any)
     # backpressure: beyond these, 429 with Retry-After
-    max_queued_jobs: int = 64  # jobs queued or running, all tenants
-    max_queued_audio_s: float = 3600.0  # their audio, all tenants
-    tenant_max_jobs: int = 16  # jobs queued or running, per tenant
-    tenant_rate_per_s: float = 0.0  # requests per second per tenant (0: no rate limit)
-    tenant_burst: int = 20  # requests a tenant may send at once above its rate
-    max_inflight_transcriptions: int = 4  # synchronous transcriptions at once
-    inflight_wait_s: float = 10.0  # how long a transcription may wait for one of those (as many wait)
-    max_inflight_speech: int = 4  # speech streams at once
-    tts_slots: int = 0  # syntheses running at once, shared by the streams (0: one per CPU core)
-    max_inflight_uploads: int = 4  # job submissions being read, checked and stored at once
-    request_deadline_s: float = 300.0  # a speech stream or synchronous transcription, at most
-    body_timeout_s: float = 30.0  # between two pieces of a request body
+    max_queued_jobs: Count = 64  # jobs queued or running, all tenants
+    max_queued_audio_s: Number = 3600.0  # their audio, all tenants
+    tenant_max_jobs: Count = 16  # jobs queued or running, per tenant
+    tenant_rate_per_s: Number = 0.0  # requests per second per tenant (0: no rate limit)
+    tenant_burst: Count = 20  # requests a tenant may send at once above its rate
+    max_inflight_transcriptions: Count = 4  # synchronous transcriptions at once
+    inflight_wait_s: Number = 10.0  # how long a transcription may wait for one of those (as many wait)
+    max_inflight_speech: Count = 4  # speech streams at once
+    tts_slots: Count = 0  # syntheses running at once, shared by the streams (0: one per CPU core)
+    max_inflight_uploads: Count = 4  # job submissions being read, checked and stored at once
+    request_deadline_s: Number = 300.0  # a speech stream or synchronous transcription, at most
+    body_timeout_s: Number = 30.0  # between two pieces of a request body
 
     @property
     def records_target(self) -> str:
@@ -80,38 +90,36 @@ class ServiceSettings:
     ) -> ServiceSettings:
         """Settings from flags (None = not given) > ``VOXPERF_*`` > ``[tool.voxperf.serve]`` > defaults."""
         env = os.environ if env is None else env
-        table = _pyproject_table(pyproject if pyproject is not None else Path("pyproject.toml"))
-        unknown = sorted(set(table) - {f.name for f in dataclasses.fields(cls)})
+        path = pyproject if pyproject is not None else Path("pyproject.toml")
+        table = _pyproject_table(path)
+        unknown = sorted(set(table) - set(cls.model_fields))
         if unknown:
             raise UsageError(
                 f"unknown setting(s) in [tool.voxperf.serve]: {', '.join(unknown)}",
-                f"known: {', '.join(f.name for f in dataclasses.fields(cls))}",
+                f"known: {', '.join(cls.model_fields)}",
             )
-        hints = typing.get_type_hints(cls)
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            flag = (flags or {}).get(f.name)
+        sources: dict[str, str] = {}
+        for name in cls.model_fields:
+            flag = (flags or {}).get(name)
             if flag is not None:
-                values[f.name] = _coerce(hints[f.name], flag, f"--{f.name.replace('_', '-')}")
-            elif env.get(env_name(f.name), "").strip():
-                values[f.name] = _coerce(hints[f.name], env[env_name(f.name)], env_name(f.name))
-            elif f.name in table:
-                values[f.name] = _coerce(hints[f.name], table[f.name], f"[tool.voxperf.serve] {f.name}")
-        settings = cls(**values)
-        settings.validate()
+                values[name], sources[name] = flag, f"--{name.replace('_', '-')}"
+            elif env.get(env_name(name), "").strip():
+                values[name], sources[name] = env[env_name(name)], env_name(name)
+            elif name in table:
+                values[name], sources[name] = table[name], f"[tool.voxperf.serve] {name} in {path}"
+        try:
+            settings = cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else "settings"
+            raise UsageError(
+                f"bad {sources.get(name, name)}: {first['msg']}", "fix it, or unset it for the default"
+            ) from None
+        settings.validate_urls()
         return settings
 
-    def validate(self) -> None:
-        if self.workers < 0:
-            raise UsageError(
-                f"workers must be >= 0, got {self.workers}", "0 accepts jobs without running them"
-            )
-        for f in dataclasses.fields(self):  # every number here is a size, a count or a duration
-            value = getattr(self, f.name)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-                raise UsageError(
-                    f"{f.name} must not be negative", f"set {env_name(f.name)} to a positive number"
-                )
+    def validate_urls(self) -> None:
         if self.broker_url and not self.broker_url.startswith(("amqp://", "amqps://")):
             raise UsageError(
                 f"unsupported broker URL {self.broker_url.split('@')[-1]!r}",
@@ -139,37 +147,3 @@ def _pyproject_table(path: Path) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise UsageError("[tool.voxperf.serve] must be a table", "e.g. [tool.voxperf.serve] workers = 2")
     return {str(k).replace("-", "_"): v for k, v in table.items()}
-
-
-def _coerce(kind: Any, value: Any, source: str) -> Any:
-    """A flag, variable or TOML value as the setting's type; a one-line error naming where it came from."""
-    args = [a for a in typing.get_args(kind) if a is not type(None)]
-    if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1:
-        kind = args[0]
-    if typing.get_origin(kind) is list:
-        items = value if isinstance(value, list) else str(value).split(",")
-        return [str(v).strip() for v in items if str(v).strip()]
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise UsageError(f"bad {source}={value!r}", "give true or false")
-    try:
-        if kind is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(str(value).strip()) if not isinstance(value, int | float) else int(value)
-        if kind is float:
-            number = float(value)
-            if number != number or number in (float("inf"), float("-inf")):
-                raise ValueError
-            return number
-    except (TypeError, ValueError):
-        raise UsageError(
-            f"bad {source}={value!r}", f"give {'an integer' if kind is int else 'a number'}"
-        ) from None
-    return str(value)

@@ -26,14 +26,13 @@ from voxperf.engines.base import run_cancellable
 from voxperf.errors import AudioError, UsageError, VoxperfError
 from voxperf.pipeline.dictation import DictationPipeline, DictationResult
 from voxperf.service.jobs import Job, JobRecords
-from voxperf.trace.core import Trace
 from voxperf.trace.export import log_event
 from voxperf.trace.metrics import stage_totals_ms
 
 __all__ = ["EmbeddedQueue", "cancellable_run", "log_dictation", "process_job", "worker_id"]
 
 log = logging.getLogger("voxperf.service")
-OnDone = Callable[[Job, Trace | None], None]
+OnDone = Callable[[Job], None]
 T = TypeVar("T")
 
 
@@ -80,15 +79,13 @@ def process_job(
     job = records.claim(job_id, me, takeover=takeover) if job_id else records.claim_next(me)
     if job is None:
         return None
-    trace: Trace | None = None
     recorded: DictationResult | None = None
     try:
         data = records.audio(job.id)
         if data is None:
             raise AudioError("the job's audio is gone", "submit the job again")
         result = pipeline.run(data, job.level, name="upload", request_id=job.id)
-        trace = result.trace
-        if records.complete(job, result.text, stage_totals_ms(trace)):
+        if records.complete(job, result.text, stage_totals_ms(result.trace)):
             recorded = result
     except (AudioError, UsageError) as exc:
         records.fail(job, exc.message, permanent=True)
@@ -101,7 +98,7 @@ def process_job(
         log_dictation(recorded, session_id=job.id)
     final = records.get(job.id)
     if on_done is not None and final is not None:
-        on_done(final, trace)
+        on_done(final)
     return final
 
 
