@@ -205,7 +205,7 @@ def test_pipeline_timing_event_has_exactly_seed_fields_and_no_text() -> None:
     assert ev["event"]["name"] == "pipeline_timing"
     fields = ev["event"]["fields"]
     assert tuple(fields) == PIPELINE_TIMING_FIELDS
-    # seed: total_stage_ms = encode + stt + rewrite + paste, integers
+    # the pipeline_timing event: total_stage_ms = encode + stt + rewrite + paste, integers
     assert (
         fields["total_stage_ms"]
         == fields["encode_ms"] + fields["stt_ms"] + fields["rewrite_ms"] + fields["paste_ms"]

@@ -132,7 +132,7 @@ def test_stage_names_defined_once() -> None:
         "rewrite",
         "paste",
     ]
-    # seed 004's server-side order
+    # the TTS server's request-flow order (server side)
     assert [e.value for e in ServerEvent][:3] == [
         "REQUEST_RECEIVED",
         "PROCESSING_START",
@@ -141,7 +141,7 @@ def test_stage_names_defined_once() -> None:
 
 
 def test_ttfa_from_request_start() -> None:
-    # seed 004: request start at 0, first audible chunk delivered at 1841 ms
+    # the TTS server's plan: request start at 0, first audible chunk delivered at 1841 ms
     assert ttfa_ns(0, 1_841_000_000) == 1_841_000_000
     assert ttfa_ns(500, 800) == 300
     with pytest.raises(ValueError):
