@@ -9,14 +9,19 @@ dictation, raw level, ``--vad none --encode none``: the stages the service runs 
 request by request, the three sides (with a direct ``WhisperModel.transcribe`` process as the
 independent instrument) in every order in turn, so that the machine's load meets all alike. For each stage
 the medians, their bootstrap 95 % CIs and the CI of serve ÷ bench are reported; "same" when that CI
-holds 1. (Whole ``voxperf bench`` runs alternated with blocks of serve requests gave bench 10-20 %
-slower in every block after the first: the comparison needs requests interleaved one by one.)
+holds 1. Minor page faults per request (``/proc/<pid>/stat``) are reported per side: serve and bench
+run under the same C heap policy (:mod:`voxperf.engines.alloc`; the direct process gets it through
+``GLIBC_TUNABLES``), without which one process could fault CTranslate2's per-layer buffers back in on
+every request and the other not (78 k against 53 k faults, stt 6 % apart). Whole ``voxperf bench``
+runs alternated with blocks of serve requests gave bench 10-20 % slower in every block after the
+first: the comparison needs requests interleaved one by one.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -34,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 VOXPERF = str(Path(sys.executable).parent / "voxperf")
 TEXT = "The quick brown fox jumps over the lazy dog. Then it runs far away into the quiet woods."
 STAGES = ("decode", "resample", "stt")
+TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456"
 rng = np.random.default_rng(7)
 
 
@@ -112,6 +118,7 @@ for line in sys.stdin:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env={**os.environ, "GLIBC_TUNABLES": TUNABLES},  # the same heap policy as voxperf's
         )
 
     def request(self) -> float:
@@ -124,6 +131,12 @@ for line in sys.stdin:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait(30)
+
+
+def minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far, all threads (field 10 of /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[7])
 
 
 def serve_request(url: str, wav: bytes) -> dict[str, float]:
@@ -181,15 +194,20 @@ def main() -> None:
         bench: dict[str, list[float]] = {s: [] for s in STAGES}
         served: dict[str, list[float]] = {s: [] for s in STAGES}
         raw: list[float] = []
+        pids = {"serve": server.pid, "bench": worker.proc.pid, "direct": direct.proc.pid}
+        faults: dict[str, list[int]] = {side: [] for side in pids}
         # every order of the three in turn: drift, load bursts and whatever one request leaves
         # behind for the next (engine threads still spinning) meet each side alike
         orders = list(itertools.permutations(("serve", "bench", "direct")))
         for i in range(42):
             for side in orders[i % len(orders)]:
+                before = minor_faults(pids[side])
                 if side == "direct":
                     raw.append(direct.request())  # the independent instrument, in its own process
+                    faults[side].append(minor_faults(pids[side]) - before)
                     continue
                 got = serve_request(url, wav) if side == "serve" else worker.request()
+                faults[side].append(minor_faults(pids[side]) - before)
                 for stage, ms in got.items():
                     (served if side == "serve" else bench)[stage].append(ms)
         worker.close()
@@ -221,6 +239,7 @@ def main() -> None:
         "encode none), voxperf serve /v1/audio/transcriptions (Server-Timing) and a direct "
         "WhisperModel.transcribe process, 42 requests each, every order of the three in turn",
         "audioS": round(sf.info(fixtures / "fox.wav").duration, 2),
+        "minorFaultsPerRequestMedian": {side: int(np.median(v)) for side, v in faults.items()},
         "stages": rows,
     }
     out = HERE / "results" / "serve-vs-bench.json"

@@ -206,7 +206,8 @@ def test_clone_holds_nothing_of_its_own(bare: Path, tmp_path: Path) -> None:
 
 
 def test_appends_to_history_written_by_others(bare: Path, tmp_path: Path) -> None:
-    """Commits pushed by other tools (e.g. CI, or a dictation app's own perf-audit job) are kept; a ``.gz`` twin counts as present."""
+    """Commits pushed by other tools (CI, an app's own perf-audit job) are kept; a ``.gz`` twin
+    counts as present."""
     other = tmp_path / "other"
     git("clone", "-q", str(bare), str(other))
     (other / "README.md").write_text("append-only perf audit\n")

@@ -1130,6 +1130,7 @@ def serve(
         return
     import threading
 
+    from voxperf.engines.alloc import fix_malloc_thresholds
     from voxperf.service.runtime import ServiceEngines
     from voxperf.service.settings import ServiceSettings
 
@@ -1143,6 +1144,7 @@ def serve(
             "broker_url": broker,
         }
     )
+    fix_malloc_thresholds()  # before any engine allocates: see voxperf.engines.alloc
     engines = ServiceEngines()
     failed: list[BaseException] = []
 
@@ -1193,8 +1195,10 @@ def worker(
         raise UsageError("voxperf worker needs a broker", "give --broker amqp://guest:guest@HOST:5672//")
     if settings.workers < 1:
         raise UsageError(f"--concurrency must be >= 1, got {settings.workers}", "e.g. --concurrency 2")
+    from voxperf.engines.alloc import fix_malloc_thresholds
     from voxperf.service.celery_app import run_worker
 
+    fix_malloc_thresholds()
     run_worker(settings, loglevel=loglevel)
 
 

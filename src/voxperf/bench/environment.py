@@ -16,6 +16,8 @@ from typing import Any
 
 import psutil
 
+from voxperf.engines.alloc import malloc_policy
+
 __all__ = ["TRACKED_PACKAGES", "ResourceMeter", "cpu_frequency", "git_info", "load_average", "machine_info"]
 
 TRACKED_PACKAGES = (
@@ -98,6 +100,7 @@ def machine_info() -> dict[str, Any]:
         "loadAverage1m": load_average(),
         "cpuFreqMhz": freq,
         "cpuGovernor": governor,
+        "mallocPolicy": malloc_policy(),
         "packages": packages,
     }
 

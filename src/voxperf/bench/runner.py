@@ -57,6 +57,7 @@ from voxperf.bench.schema import (
     WerRecord,
     WerUtterance,
 )
+from voxperf.engines.alloc import fix_malloc_thresholds
 from voxperf.engines.registry import EngineSpec, create_engine, parse_spec, redact_spec
 from voxperf.errors import EngineError, UsageError, VoxperfError
 from voxperf.pipeline.dictation import ENCODE_FORMATS, DictationPipeline, DictationResult
@@ -321,6 +322,7 @@ def run_bench(
     stops after the request in flight; the result then holds the finished requests and is marked
     ``incomplete`` (a second Ctrl-C abandons the run)."""
     config.validate()
+    fix_malloc_thresholds()  # this process and the lanes' alike: see voxperf.engines.alloc
     if config.instrument == "instructions" and not isolate:
         raise UsageError("instruction counts need the lane in its own process", "run with isolate=True")
     created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -393,6 +395,7 @@ def _lane_worker(
     callgrind_dir: Path | None = None,
 ) -> None:  # pragma: no cover - runs in the worker process (covered through run_bench)
     """Body of a lane's worker process: run the lane, send progress and the result back."""
+    fix_malloc_thresholds()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent asks us to stop between requests
 
     def report(description: str, advance: int, total: int | None = None) -> None:

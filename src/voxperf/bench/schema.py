@@ -265,6 +265,7 @@ class MachineInfo(_Model):
     loadAverageEnd1m: float | None = None  # at the end of the run (v2)
     cpuFreqMhz: float | None = None  # current frequency of CPU 0 where readable (v2)
     cpuGovernor: str | None = None  # cpufreq scaling governor where readable (v2)
+    mallocPolicy: str | None = None  # the C heap policy engines ran under (voxperf.engines.alloc)
     packages: dict[str, str]
 
 

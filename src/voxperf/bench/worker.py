@@ -41,6 +41,7 @@ from voxperf.bench.runner import (
     prepare_fixtures,
     speech_request,
 )
+from voxperf.engines.alloc import fix_malloc_thresholds
 from voxperf.errors import UsageError, VoxperfError
 
 __all__ = ["PROTOCOL", "PROTOCOLS", "config_from_wire", "config_to_wire", "serve_worker"]
@@ -186,6 +187,7 @@ def serve_worker(
     stdin: IO[str] | None = None, stdout: IO[str] | None = None, *, clock: Callable[[], float] = time.time
 ) -> int:
     """Answer messages until ``bye`` or end of input; returns the exit status."""
+    fix_malloc_thresholds()  # as bench lanes and voxperf serve: see voxperf.engines.alloc
     if stdout is None:  # the protocol keeps the real stdout; stray prints (C or Python) go to stderr
         proto_fd = os.dup(1)
         os.dup2(2, 1)

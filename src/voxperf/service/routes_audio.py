@@ -19,10 +19,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voxperf.audio.codec import probe_format, wav_stream_header
+from voxperf.engines.alloc import release_free_memory
 from voxperf.pipeline.handoff import HandoffSink
 from voxperf.pipeline.speech import SpeechResult
 from voxperf.service.http import ApiError, error_responses, strict_json, validation_message
-from voxperf.service.runtime import release_free_memory
 from voxperf.service.state import ServiceState, get_state, get_tenant, not_draining
 from voxperf.service.timing import ResponseClock, response_clock
 from voxperf.service.worker import cancellable_run, log_dictation

@@ -9,8 +9,6 @@ measures it.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import threading
@@ -25,7 +23,7 @@ from voxperf.pipeline.sinks import AudioSink
 from voxperf.pipeline.speech import SpeechPipeline
 from voxperf.service.settings import ServiceSettings
 
-__all__ = ["MIN_DURATION_S", "ServiceEngines", "SharedTTS", "release_free_memory"]
+__all__ = ["MIN_DURATION_S", "ServiceEngines", "SharedTTS"]
 
 log = logging.getLogger("voxperf.service")
 
@@ -126,14 +124,3 @@ class SharedTTS:
 
     def warmup(self) -> None:
         self.engine.warmup()
-
-
-def release_free_memory() -> None:
-    """Give the C heap's free pages back to the system after a long synthesis: glibc keeps them
-    (its mmap threshold rises with the audio buffers freed), so RSS would stay at its peak."""
-    trim = getattr(_LIBC, "malloc_trim", None)  # glibc only
-    if trim is not None:
-        trim(0)
-
-
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6") if os.name == "posix" else None

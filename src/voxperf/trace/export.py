@@ -69,8 +69,9 @@ def pipeline_timing_event(
     """One ``pipeline_timing`` line (schemaVersion 1) for a finished dictation trace.
 
     Integer milliseconds, as the dictation app's runtime upload sends them. ``total_stage_ms`` is
-    its sum of encode, stt, rewrite and paste (the app's own stages), so voxperf's front-end stages (decode, resample, vad)
-    show up in ``total_ms - total_stage_ms`` exactly as an app that does not time them would see.
+    its sum of encode, stt, rewrite and paste (the app's own stages), so voxperf's front-end stages
+    (decode, resample, vad) show up in ``total_ms - total_stage_ms`` exactly as an app that does not
+    time them would see.
     """
     stages = {s: stage_ns(trace, s) for s in (Stage.ENCODE, Stage.STT, Stage.REWRITE, Stage.PASTE)}
     fields = {
