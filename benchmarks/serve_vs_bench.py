@@ -1,20 +1,22 @@
 """``voxperf serve`` and ``voxperf bench`` measure the same stages alike (one pipeline, two clients).
 
-    .venv/bin/python benchmarks/serve_vs_bench.py        # ~2 min; writes results/serve-vs-bench.json
+    .venv/bin/python benchmarks/serve_vs_bench.py        # ~6 min; writes results/serve-vs-bench.json
 
 The same WAV (Piper speaking a sentence, 16 kHz) goes through bench's own request path — a
 ``voxperf bench-worker`` (the process ``voxperf ab`` drives) set up for the provider lane,
 dictation, raw level, ``--vad none --encode none``: the stages the service runs — and through
 ``voxperf serve``'s ``/v1/audio/transcriptions`` (stages from its ``Server-Timing`` header),
 request by request, the three sides (with a direct ``WhisperModel.transcribe`` process as the
-independent instrument) in every order in turn, so that the machine's load meets all alike. For each stage
-the medians, their bootstrap 95 % CIs and the CI of serve ÷ bench are reported; "same" when that CI
-holds 1. Minor page faults per request (``/proc/<pid>/stat``) are reported per side: serve and bench
-run under the same C heap policy (:mod:`voxperf.engines.alloc`; the direct process gets it through
-``GLIBC_TUNABLES``), without which one process could fault CTranslate2's per-layer buffers back in on
-every request and the other not (78 k against 53 k faults, stt 6 % apart). Whole ``voxperf bench``
-runs alternated with blocks of serve requests gave bench 10-20 % slower in every block after the
-first: the comparison needs requests interleaved one by one.
+independent instrument) in every order in turn, so that the machine's load meets all alike. For each
+stage the ratio serve ÷ bench of the medians is reported per run and pooled over ``--runs`` runs of
+fresh processes (a two-level bootstrap CI: which process a side got matters as much as which
+request); "same" when the pooled CI holds 1. Minor page faults per request (``/proc/<pid>/stat``)
+are reported per side: serve and bench run under the same C heap policy
+(:mod:`voxperf.engines.alloc`; the direct process gets it through ``GLIBC_TUNABLES``), without which
+one process could fault CTranslate2's per-layer buffers back in on every request and the other not
+(78 k against 53 k faults, stt 6 % apart). Whole ``voxperf bench`` runs alternated with blocks of
+serve requests gave bench 10-20 % slower in every block after the first: the comparison needs
+requests interleaved one by one.
 """
 
 from __future__ import annotations
@@ -162,17 +164,32 @@ def boot_ratio_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 
-def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="vx-servebench-"))
-    fixtures = work / "fixtures"
-    fixtures.mkdir()
-    wav = fixture(fixtures).read_bytes()
+def pooled_ratio(runs: list[tuple[np.ndarray, np.ndarray]], n_boot: int = 4000) -> tuple[float, float, float]:
+    """Ratio of medians over several fresh-process runs: the geometric mean of the runs' ratios,
+    with a two-level bootstrap CI (runs resampled, then requests within each run), so that what
+    differs from one process to the next counts as well as what differs between requests."""
+    point = float(np.exp(np.mean([np.log(np.median(a) / np.median(b)) for a, b in runs])))
+    logs = np.empty(n_boot)
+    for i in range(n_boot):
+        picked = rng.integers(0, len(runs), len(runs))
+        logs[i] = np.mean(
+            [
+                np.log(np.median(rng.choice(runs[k][0], runs[k][0].size)))
+                - np.log(np.median(rng.choice(runs[k][1], runs[k][1].size)))
+                for k in picked
+            ]
+        )
+    return point, float(np.exp(np.percentile(logs, 2.5))), float(np.exp(np.percentile(logs, 97.5)))
+
+
+def one_run(work: Path, fixtures: Path, wav: bytes, requests: int) -> dict[str, Any]:
+    """Fresh processes on every side, ``requests`` interleaved requests each."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [VOXPERF, "serve", "--port", str(port), "--tts", "none", "--job-dir", str(work / "jobs")],
+        [VOXPERF, "serve", "--port", str(port), "--tts", "none", "--job-dir", str(work / f"jobs-{port}")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -191,55 +208,83 @@ def main() -> None:
         serve_request(url, wav)  # warm-up, every side
         worker.request()
         direct.request()
-        bench: dict[str, list[float]] = {s: [] for s in STAGES}
-        served: dict[str, list[float]] = {s: [] for s in STAGES}
+        samples: dict[str, dict[str, list[float]]] = {
+            "serve": {s: [] for s in STAGES},
+            "bench": {s: [] for s in STAGES},
+        }
         raw: list[float] = []
         pids = {"serve": server.pid, "bench": worker.proc.pid, "direct": direct.proc.pid}
         faults: dict[str, list[int]] = {side: [] for side in pids}
         # every order of the three in turn: drift, load bursts and whatever one request leaves
         # behind for the next (engine threads still spinning) meet each side alike
         orders = list(itertools.permutations(("serve", "bench", "direct")))
-        for i in range(42):
+        for i in range(requests):
             for side in orders[i % len(orders)]:
                 before = minor_faults(pids[side])
                 if side == "direct":
                     raw.append(direct.request())  # the independent instrument, in its own process
-                    faults[side].append(minor_faults(pids[side]) - before)
-                    continue
-                got = serve_request(url, wav) if side == "serve" else worker.request()
+                else:
+                    got = serve_request(url, wav) if side == "serve" else worker.request()
+                    for stage, ms in got.items():
+                        samples[side][stage].append(ms)
                 faults[side].append(minor_faults(pids[side]) - before)
-                for stage, ms in got.items():
-                    (served if side == "serve" else bench)[stage].append(ms)
         worker.close()
         direct.close()
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
+    return {"samples": samples, "direct": raw, "faults": faults}
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="fresh processes on every side, this many times")
+    parser.add_argument("--requests", type=int, default=30, help="requests per side per run")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="vx-servebench-"))
+    fixtures = work / "fixtures"
+    fixtures.mkdir()
+    wav = fixture(fixtures).read_bytes()
+    runs = [one_run(work, fixtures, wav, args.requests) for _ in range(args.runs)]
     rows: dict[str, Any] = {}
-    for s in STAGES:
-        a, b = np.asarray(served[s]), np.asarray(bench[s])
-        lo, hi = boot_ratio_ci(a, b)
-        rows[s] = {
-            "serveMs": {"n": a.size, "median": round(float(np.median(a)), 3), "ci95": boot_median_ci(a)},
-            "benchMs": {"n": b.size, "median": round(float(np.median(b)), 3), "ci95": boot_median_ci(b)},
-            "ratio": round(float(np.median(a) / np.median(b)), 4),
-            "ratioCi95": (round(lo, 4), round(hi, 4)),
+    for stage in STAGES:
+        pairs = [
+            (np.asarray(r["samples"]["serve"][stage]), np.asarray(r["samples"]["bench"][stage])) for r in runs
+        ]
+        point, lo, hi = pooled_ratio(pairs)
+        rows[stage] = {
+            "serveMsMedianPerRun": [round(float(np.median(a)), 3) for a, _ in pairs],
+            "benchMsMedianPerRun": [round(float(np.median(b)), 3) for _, b in pairs],
+            "ratioPerRun": [
+                {
+                    "ratio": round(float(np.median(a) / np.median(b)), 4),
+                    "ci95": [round(x, 4) for x in boot_ratio_ci(a, b)],
+                }
+                for a, b in pairs
+            ],
+            "ratio": round(point, 4),
+            "ratioCi95": [round(lo, 4), round(hi, 4)],
             "same": lo <= 1.0 <= hi,
         }
-    direct_ms = np.asarray(raw)
-    for name, samples in (("serve", served["stt"]), ("bench", bench["stt"])):
-        lo, hi = boot_ratio_ci(np.asarray(samples), direct_ms)
-        rows[f"stt {name} ÷ direct transcribe"] = {
-            "directMs": round(float(np.median(direct_ms)), 3),
-            "ratio": round(float(np.median(samples) / np.median(direct_ms)), 4),
-            "ratioCi95": (round(lo, 4), round(hi, 4)),
+    for side in ("serve", "bench"):
+        pairs = [(np.asarray(r["samples"][side]["stt"]), np.asarray(r["direct"])) for r in runs]
+        point, lo, hi = pooled_ratio(pairs)
+        rows[f"stt {side} ÷ direct transcribe"] = {
+            "directMsMedianPerRun": [round(float(np.median(r["direct"])), 3) for r in runs],
+            "ratio": round(point, 4),
+            "ratioCi95": [round(lo, 4), round(hi, 4)],
         }
     doc = {
         "experiment": "same WAV through a voxperf bench-worker (provider, dictation, raw, vad none, "
         "encode none), voxperf serve /v1/audio/transcriptions (Server-Timing) and a direct "
-        "WhisperModel.transcribe process, 42 requests each, every order of the three in turn",
+        f"WhisperModel.transcribe process; {args.runs} runs of fresh processes, {args.requests} requests "
+        "per side per run, every order of the three in turn; ratios pooled over runs (two-level bootstrap)",
         "audioS": round(sf.info(fixtures / "fox.wav").duration, 2),
-        "minorFaultsPerRequestMedian": {side: int(np.median(v)) for side, v in faults.items()},
+        "minorFaultsPerRequestMedian": {
+            side: [int(np.median(r["faults"][side])) for r in runs] for side in ("serve", "bench", "direct")
+        },
         "stages": rows,
     }
     out = HERE / "results" / "serve-vs-bench.json"

@@ -570,7 +570,8 @@ def _run_lane(
     interrupted = False
     marked: list[RunRecord | None] = []  # one entry per bracketed request, None if it failed
     with ResourceMeter() as meter:
-        made, engine_records = lane_engines(lane, config, engines or EngineCache())
+        cache = engines or EngineCache()
+        made, engine_records = on_request_thread(lambda: lane_engines(lane, config, cache))
         dictation, speech = lane_pipelines(made, config)
         speech_fixtures = [f for f in fixtures if f.text]
         failed: set[tuple[str, str]] = set()
@@ -878,11 +879,13 @@ _request_thread: ThreadPoolExecutor | None = None
 
 
 def on_request_thread(run: Callable[[], T]) -> T:
-    """Run one request on the process's request thread (one thread, kept for the process's life).
+    """Run one request (or the engines' creation) on the process's request thread, one thread kept
+    for the process's life.
 
-    Requests run where a server or an app runs them, off the main thread: the main thread's C heap
-    (glibc's main arena, grown with brk) is not a worker thread's, and decoding the same WAV there
-    took 15-18 % longer than in a pool thread, which is where ``voxperf serve`` runs it."""
+    Engines are created and requests run where a server or an app runs them, off the main thread:
+    the main thread's C heap (glibc's main arena, grown with brk) is not a worker thread's. Decoding
+    the same WAV took 15-18 % longer on the main thread than in a pool thread, which is where
+    ``voxperf serve`` runs it, and an engine loaded there holds its weights in another heap."""
     global _request_thread
     if _request_thread is None:
         _request_thread = ThreadPoolExecutor(1, thread_name_prefix="voxperf-request")

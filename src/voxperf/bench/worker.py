@@ -38,6 +38,7 @@ from voxperf.bench.runner import (
     dictation_request,
     lane_engines,
     lane_pipelines,
+    on_request_thread,
     prepare_fixtures,
     speech_request,
 )
@@ -109,7 +110,7 @@ class _Session:
         if msg.get("instrument") == "instructions":
             self.dump_dir = Path(str(msg["dumpDir"]))
         fixtures = prepare_fixtures(config, self.engines, [])
-        made, records = lane_engines(self.lane, config, self.engines)
+        made, records = on_request_thread(lambda: lane_engines(self.lane, config, self.engines))
         self.dictation, self.speech = lane_pipelines(made, config)
         self.fixtures = {f.name: f for f in fixtures}
         self.payloads = {f.name: f.path.read_bytes() for f in fixtures}
