@@ -364,7 +364,8 @@ def _mono(channels: np.ndarray) -> np.ndarray:
         return channels.astype(np.float32, copy=False)
     if channels.shape[0] == 1:
         return np.ascontiguousarray(channels[0], dtype=np.float32)
-    return channels.mean(axis=0, dtype=np.float32)
+    mono: np.ndarray = channels.mean(axis=0, dtype=np.float32)
+    return mono
 
 
 def _check_duration(duration_s: float, label: str, max_duration_s: float) -> None:

@@ -34,4 +34,5 @@ class Audio:
     def pcm16_bytes(self) -> bytes:
         """Little-endian signed 16-bit PCM (the 'original bytes' of an upload)."""
         clipped = np.clip(self.samples, -1.0, 1.0)
-        return (clipped * 32767.0).astype("<i2").tobytes()
+        pcm: np.ndarray = (clipped * 32767.0).astype("<i2")
+        return pcm.tobytes()

@@ -653,7 +653,7 @@ def _run_lane(
         failures=failures,
         wer=wer,
         process="worker" if engines is None else "inline",
-        instrument="instructions" if callgrind_dir is not None else "wall",  # type: ignore[arg-type]
+        instrument="instructions" if callgrind_dir is not None else "wall",
     )
     return _LaneOutput(result, traces, timing_events, interrupted)
 
