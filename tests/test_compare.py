@@ -157,8 +157,11 @@ def test_thresholds_config() -> None:
     assert (
         t["total_ms"].rel_error == 0.5 and t["total_ms"].abs_warn == DEFAULT_THRESHOLDS["total_ms"].abs_warn
     )
+    # a custom stage's time is a metric like the built-in stages': its thresholds start from theirs
+    custom = thresholds_from_config({"thresholds": {"diarize_ms": {"abs_error": 50}}})["diarize_ms"]
+    assert custom.abs_error == 50 and custom.rel_warn == DEFAULT_THRESHOLDS["stt_ms"].rel_warn
     for bad in (
-        {"thresholds": {"nope_ms": {}}},
+        {"thresholds": {"nope": {}}},
         {"thresholds": {"total_ms": {"rel": 1}}},
         {"thresholds": {"total_ms": {"rel_warn": -1}}},
     ):

@@ -1016,10 +1016,10 @@ def gate(
 
 
 def _unit_value(value: float, metric: str) -> str:
-    from voxperf.bench.catalog import METRIC_UNITS
+    from voxperf.bench.catalog import unit_of
     from voxperf.bench.table import format_value
 
-    return format_value(value, METRIC_UNITS.get(metric, ""))
+    return format_value(value, unit_of(metric))
 
 
 @app.command()

@@ -4,10 +4,16 @@ change the regression gate cares about (its thresholds).
 Runner, reports and gates import this; a metric that is not here is not summarised or compared.
 The thresholds live here, not in the report, because the bench needs them too: a summary is
 "noisy" when its confidence interval is wider than the change the gate would flag.
+
+Stages are open: a span of any name (a custom stage such as ``diarize``, or ``stt.encode`` opened by
+an engine inside ``stt``) is the metric ``<name>_ms``, in ms, lower is better, with the stages'
+thresholds (:func:`unit_of`, :func:`better_of`, :func:`thresholds_of`). :func:`register_metric`
+adds any other metric (a unit, a direction, thresholds).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,10 +23,17 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "METRIC_BETTER",
     "METRIC_UNITS",
+    "STAGE_THRESHOLDS",
     "Better",
     "Thresholds",
+    "better_of",
+    "catalogue_order",
+    "is_known_metric",
     "is_stage_metric",
     "noise_thresholds",
+    "register_metric",
+    "thresholds_of",
+    "unit_of",
 ]
 
 Better = Literal["lower", "higher"]
@@ -53,9 +66,41 @@ METRIC_BETTER: dict[str, Better] = {
 }
 
 
+_BUILTIN_STAGES = frozenset(f"{s.value}_ms" for s in Stage)
+
+
+def is_span_metric(name: str) -> bool:
+    """``<name>_ms`` of a span: a built-in or custom stage, or a sub-span (``stt.encode_ms``); not a
+    catalogue metric such as ``total_ms`` or ``ttfa_ms``."""
+    if name in _BUILTIN_STAGES:
+        return True
+    return name.endswith("_ms") and len(name) > 3 and name not in METRIC_UNITS
+
+
 def is_stage_metric(name: str) -> bool:
-    """``<stage>_ms`` for a pipeline stage (the parts a total decomposes into)."""
-    return name.removesuffix("_ms") in {s.value for s in Stage} and name.endswith("_ms")
+    """``<stage>_ms`` of a top-level span, built-in or custom: the parts a total decomposes into
+    (a sub-span, ``stt.encode_ms``, is part of its stage, not a part of its own)."""
+    return is_span_metric(name) and "." not in name
+
+
+def is_known_metric(name: str) -> bool:
+    """In the catalogue, or the time of a span (summarised, compared and gated like the stages)."""
+    return name in METRIC_UNITS or name in METRIC_BETTER or is_span_metric(name)
+
+
+def unit_of(name: str) -> str:
+    return METRIC_UNITS.get(name) or ("ms" if is_span_metric(name) else "")
+
+
+def better_of(name: str) -> Better:
+    return METRIC_BETTER.get(name, "lower")
+
+
+def catalogue_order(names: Iterable[str]) -> list[str]:
+    """Known metrics among ``names``: the catalogue's order first, then span metrics by name."""
+    present = set(names)
+    ordered = [m for m in METRIC_UNITS if m in present]
+    return ordered + sorted(m for m in present if m not in METRIC_UNITS and is_span_metric(m))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +122,9 @@ def _ms(rw: float, aw: float, re: float, ae: float, **kw: Any) -> Thresholds:
 # Totals follow the dictation app's audit ("> 200 ms and > 10 %"); TTFA, efficiency and their value
 # limits follow the TTS server's logging plan (TTFA > 1 s warning, > 2 s error; efficiency < 80 % /
 # < 60 %).
+STAGE_THRESHOLDS = _ms(0.10, 5.0, 0.25, 20.0)
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    **{m: _ms(0.10, 5.0, 0.25, 20.0) for m in METRIC_UNITS if is_stage_metric(m)},
+    **{m: STAGE_THRESHOLDS for m in _BUILTIN_STAGES},
     "total_ms": _ms(0.10, 100.0, 0.10, 200.0),
     "total_stage_ms": _ms(0.10, 100.0, 0.10, 200.0),
     "overhead_ms": _ms(0.25, 0.05, 0.50, 0.5),
@@ -98,9 +144,24 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
 }
 
 
+def thresholds_of(metric: str) -> Thresholds | None:
+    """The metric's thresholds: its own, the stages' for any span, else None (reported, not judged)."""
+    return DEFAULT_THRESHOLDS.get(metric) or (STAGE_THRESHOLDS if is_span_metric(metric) else None)
+
+
+def register_metric(
+    name: str, unit: str, better: Better = "lower", thresholds: Thresholds | None = None
+) -> None:
+    """Add a metric that records carry (e.g. ``llm_tokens``, a count) to the catalogue."""
+    METRIC_UNITS[name] = unit
+    METRIC_BETTER[name] = better
+    if thresholds is not None:
+        DEFAULT_THRESHOLDS[name] = thresholds
+
+
 def noise_thresholds(metric: str) -> tuple[float | None, float | None]:
     """(relative, absolute) size of a change the gate would warn about: a CI wider than that is noisy."""
-    thr = DEFAULT_THRESHOLDS.get(metric)
+    thr = thresholds_of(metric)
     if thr is None:
         return None, None
     return thr.rel_warn, thr.abs_warn

@@ -39,7 +39,7 @@ from typing import IO, Any
 import numpy as np
 
 from voxperf import __version__
-from voxperf.bench.catalog import METRIC_UNITS, is_stage_metric
+from voxperf.bench.catalog import catalogue_order, is_stage_metric
 from voxperf.bench.instructions import callgrind_command
 from voxperf.bench.runner import BenchConfig, EngineCache, Progress, prepare_fixtures
 from voxperf.bench.worker import PROTOCOL, config_to_wire
@@ -460,7 +460,7 @@ def run_paired(
         decision = GateDecision("nothing compared", [], ["no gated metric was measured on both sides"])
     else:
         decision = decide(changes, alpha=gate.alpha)
-    info_metrics = tuple(m for m in METRIC_UNITS if any(m in v for v in pairs.values()))
+    info_metrics = tuple(catalogue_order({m for v in pairs.values() for m in v}))
     rows = gated_changes(pairs, texts, references, gate, config.normalizer, metrics=(*info_metrics, "wer"))
     return PairedRun(
         config=config,
@@ -592,7 +592,7 @@ def _run_lane(
                 group = (lane, pipeline, level)
                 slot = pairs.setdefault(group, {})
                 a, b = got["base"]["metrics"], got["head"]["metrics"]
-                for metric in METRIC_UNITS:
+                for metric in catalogue_order(set(a) & set(b)):
                     if a.get(metric) is not None and b.get(metric) is not None:
                         slot.setdefault(metric, []).append((float(a[metric]), float(b[metric])))
                 if pipeline == "dictation" and lane == "provider" and level is not None:

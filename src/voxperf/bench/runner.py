@@ -32,7 +32,7 @@ from voxperf import __version__, errors
 from voxperf.audio.fixtures import Fixture, default_cache_dir, load_fixtures, make_fixture
 from voxperf.audio.texts import VARIANTS
 from voxperf.bench import stats
-from voxperf.bench.catalog import METRIC_UNITS, noise_thresholds
+from voxperf.bench.catalog import METRIC_UNITS, catalogue_order, noise_thresholds, unit_of
 from voxperf.bench.environment import ResourceMeter, git_info, load_average, machine_info
 from voxperf.bench.instructions import (
     INSTRUMENTS,
@@ -1005,13 +1005,15 @@ def _summaries(
     for (pipeline, level), by_fixture in groups.items():
         metric_names = [
             m
-            for m in (only or METRIC_UNITS)
+            for m in (
+                only or catalogue_order({k for rs in by_fixture.values() for r in rs for k in r.metrics})
+            )
             if any(r.metrics.get(m) is not None for rs in by_fixture.values() for r in rs)
         ]
         aggregate: dict[str, SummaryRecord] = {}
         per_fixture: dict[str, dict[str, SummaryRecord]] = {name: {} for name in by_fixture}
         for metric in metric_names:
-            unit = METRIC_UNITS[metric]
+            unit = unit_of(metric)
             rel_thr, abs_thr = noise_thresholds(metric)
             weighted_groups = []
             for name, runs in by_fixture.items():
@@ -1072,7 +1074,7 @@ def _flags(
             if (
                 lane == "provider"
                 and (metric in engine_metrics or metric == "ttfa_ms")
-                and METRIC_UNITS[metric] == "ms"
+                and unit_of(metric) == "ms"
             ):
                 floor = max(IMPLAUSIBLE_FLOOR_MS.get(metric, 0.0), resolution_ms)
                 if s.p50 < floor:

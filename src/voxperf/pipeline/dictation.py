@@ -117,33 +117,34 @@ class DictationPipeline:
         trace = Trace(
             request_id, clock=self.clock, start_ns=start_ns, attrs={"pipeline": "dictation", "level": level}
         )
-        with trace.span(Stage.DECODE):
-            audio = decode(data, name=name, max_duration_s=self.max_duration_s)
-        if audio.duration_s < self.min_duration_s:
-            raise AudioError(
-                f"the audio is {audio.duration_s * 1000:.0f} ms long, too short to transcribe",
-                f"send at least {self.min_duration_s * 1000:.0f} ms of audio",
-            )
-        check_cancelled()
-        with trace.span(Stage.RESAMPLE):
-            speech = resample(audio, self.stt.sample_rate)
-        if self.vad is not None:
-            from voxperf.engines.vad.util import trim_silence
+        with trace.activate():  # engines and user code reach it through voxperf.trace.core.span
+            with trace.span(Stage.DECODE):
+                audio = decode(data, name=name, max_duration_s=self.max_duration_s)
+            if audio.duration_s < self.min_duration_s:
+                raise AudioError(
+                    f"the audio is {audio.duration_s * 1000:.0f} ms long, too short to transcribe",
+                    f"send at least {self.min_duration_s * 1000:.0f} ms of audio",
+                )
+            check_cancelled()
+            with trace.span(Stage.RESAMPLE):
+                speech = resample(audio, self.stt.sample_rate)
+            if self.vad is not None:
+                from voxperf.engines.vad.util import trim_silence
 
-            with trace.span(Stage.VAD):
-                speech = trim_silence(self.vad, speech)
-        encoded_bytes = 0
-        if self.encode_format != "none":
-            with trace.span(Stage.ENCODE):
-                encoded_bytes = len(encode(speech, self.encode_format))
-        check_cancelled()
-        with trace.span(Stage.STT):
-            transcript = self.stt.transcribe(speech)
-        with trace.span(Stage.REWRITE):
-            text = self.rewriter.rewrite(transcript.text, level)
-        with trace.span(Stage.PASTE):
-            self.sink.deliver(text)
-        trace.finish()
+                with trace.span(Stage.VAD):
+                    speech = trim_silence(self.vad, speech)
+            encoded_bytes = 0
+            if self.encode_format != "none":
+                with trace.span(Stage.ENCODE):
+                    encoded_bytes = len(encode(speech, self.encode_format))
+            check_cancelled()
+            with trace.span(Stage.STT):
+                transcript = self.stt.transcribe(speech)
+            with trace.span(Stage.REWRITE):
+                text = self.rewriter.rewrite(transcript.text, level)
+            with trace.span(Stage.PASTE):
+                self.sink.deliver(text)
+            trace.finish()
         return DictationResult(
             trace=trace,
             level=level,

@@ -97,32 +97,33 @@ class SpeechPipeline:
         clock = self.clock
         cpu0 = time.process_time_ns()
         trace = Trace(request_id, clock=clock, start_ns=start_ns, attrs={"pipeline": "speech"})
-        trace.event(ClientEvent.REQUEST_START, t_ns=trace.start_ns)
-        chunks: list[Audio] = []
-        delivered_ns: list[int] = []
-        stream = self._stream(text)
-        trace.event(ServerEvent.INFERENCE_START)
-        last_generated = trace.start_ns
-        while True:
-            with trace.span(Stage.SYNTHESIZE):
-                chunk = next(stream, None)
-            if chunk is None:
-                trace.spans.pop()  # the end-of-stream probe is not a chunk; its time is in total
-                break
-            last_generated = trace.spans[-1].end_ns
-            trace.event(
-                ServerEvent.FIRST_CHUNK_GENERATED if not chunks else ServerEvent.AUDIO_CHUNK_GENERATED,
-                t_ns=last_generated,
-            )
-            with trace.span(Stage.SINK) as sink_span:
-                self.sink.write(chunk)
-            delivered_ns.append(sink_span.end_ns)
-            chunks.append(chunk)
-        trace.event(ServerEvent.AUDIO_GENERATION_COMPLETE, t_ns=last_generated)
-        self.sink.close()
-        if delivered_ns:
-            trace.event(ClientEvent.LAST_AUDIO_CHUNK, t_ns=delivered_ns[-1])
-        trace.finish()
+        with trace.activate():  # engines and user code reach it through voxperf.trace.core.span
+            trace.event(ClientEvent.REQUEST_START, t_ns=trace.start_ns)
+            chunks: list[Audio] = []
+            delivered_ns: list[int] = []
+            stream = self._stream(text)
+            trace.event(ServerEvent.INFERENCE_START)
+            last_generated = trace.start_ns
+            while True:
+                with trace.span(Stage.SYNTHESIZE):
+                    chunk = next(stream, None)
+                if chunk is None:
+                    trace.spans.pop()  # the end-of-stream probe is not a chunk; its time is in total
+                    break
+                last_generated = trace.spans[-1].end_ns
+                trace.event(
+                    ServerEvent.FIRST_CHUNK_GENERATED if not chunks else ServerEvent.AUDIO_CHUNK_GENERATED,
+                    t_ns=last_generated,
+                )
+                with trace.span(Stage.SINK) as sink_span:
+                    self.sink.write(chunk)
+                delivered_ns.append(sink_span.end_ns)
+                chunks.append(chunk)
+            trace.event(ServerEvent.AUDIO_GENERATION_COMPLETE, t_ns=last_generated)
+            self.sink.close()
+            if delivered_ns:
+                trace.event(ClientEvent.LAST_AUDIO_CHUNK, t_ns=delivered_ns[-1])
+            trace.finish()
         cpu_ns = time.process_time_ns() - cpu0
         trace.event(ClientEvent.REQUEST_COMPLETE, t_ns=trace.end_ns)
         result = self._derive(trace, chunks, delivered_ns, last_generated)

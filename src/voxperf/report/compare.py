@@ -37,7 +37,12 @@ from voxperf.bench.catalog import (
     METRIC_BETTER,
     METRIC_UNITS,
     Thresholds,
+    better_of,
+    catalogue_order,
+    is_known_metric,
     is_stage_metric,
+    thresholds_of,
+    unit_of,
 )
 from voxperf.bench.schema import BenchResult
 from voxperf.errors import UsageError
@@ -62,6 +67,14 @@ MIN_SAMPLES = 3
 
 
 COMPARED_METRICS = tuple(m for m in METRIC_UNITS if m in DEFAULT_THRESHOLDS and m != "leading_silence_ms")
+
+
+def compared_metrics(names: set[str]) -> list[str]:
+    """The metrics a comparison judges among ``names``: every catalogue metric with thresholds
+    (not the leading silence, a property of the voice) and the time of every span, custom ones too."""
+    return [m for m in catalogue_order(names) if thresholds_of(m) is not None and m != "leading_silence_ms"]
+
+
 TAIL_MIN_N = {"p95": stats.MIN_SAMPLES_P95, "p99": stats.MIN_SAMPLES_P99}
 
 
@@ -75,10 +88,10 @@ def thresholds_from_config(config: dict[str, Any]) -> dict[str, Thresholds]:
         )
     fields = set(Thresholds.__dataclass_fields__)
     for metric, values in table.items():
-        if metric not in METRIC_BETTER:
+        if not is_known_metric(metric):
             raise UsageError(
                 f"unknown metric {metric!r} in [tool.voxperf.thresholds]",
-                f"use one of {', '.join(METRIC_BETTER)}",
+                f"use one of {', '.join(METRIC_BETTER)}, or <span name>_ms",
             )
         if not isinstance(values, dict) or not set(values) <= fields:
             raise UsageError(
@@ -89,7 +102,8 @@ def thresholds_from_config(config: dict[str, Any]) -> dict[str, Thresholds]:
                 raise UsageError(
                     f"{metric}.{key} must be a non-negative number, got {value!r}", "fix the config"
                 )
-        out[metric] = replace(out.get(metric, Thresholds()), **{k: float(v) for k, v in values.items()})
+        base = out.get(metric) or thresholds_of(metric) or Thresholds()
+        out[metric] = replace(base, **{k: float(v) for k, v in values.items()})
     return out
 
 
@@ -238,7 +252,7 @@ def samples_by_group(result: BenchResult) -> dict[Group, dict[str, dict[str, lis
                 continue
             per_metric = out.setdefault((lane_name, run.pipeline, run.level), {}).setdefault(run.fixture, {})
             for metric, value in run.metrics.items():
-                if value is not None and metric in METRIC_UNITS:
+                if value is not None and is_known_metric(metric):
                     per_metric.setdefault(metric, []).append(float(value))
     return out
 
@@ -354,7 +368,8 @@ def compare_results(
         if not common:
             continue
         tails_skipped = False
-        for metric in COMPARED_METRICS:
+        present = {m for n in common for side in (bs, hs) for m in side[group][n]}
+        for metric in compared_metrics(present):
             if metric in redefined:
                 continue
             # only fixtures that have this metric on both sides
@@ -376,7 +391,11 @@ def compare_results(
                         continue
                     delta = stats.quantile_delta(bg, hg, qs[stat_name], resamples=resamples)
                     v, sev, why = verdict_for(
-                        delta, METRIC_BETTER[metric], thr.get(metric, Thresholds()), n_b, n_h
+                        delta,
+                        better_of(metric),
+                        thr.get(metric) or thresholds_of(metric) or Thresholds(),
+                        n_b,
+                        n_h,
                     )
                     rows.append(
                         MetricComparison(
@@ -386,8 +405,8 @@ def compare_results(
                             fixture,
                             metric,
                             stat_name,
-                            METRIC_UNITS[metric],
-                            METRIC_BETTER[metric],
+                            unit_of(metric),
+                            better_of(metric),
                             n_b,
                             n_h,
                             delta,
@@ -581,7 +600,7 @@ def _alerts(
     if thr is None or (thr.limit_warn is None and thr.limit_error is None):
         return []
     value = stats.mixture_quantile(head_groups, 0.5)
-    higher_is_worse = METRIC_BETTER[metric] == "lower"
+    higher_is_worse = better_of(metric) == "lower"
     for limit, severity in ((thr.limit_error, "error"), (thr.limit_warn, "warning")):
         if limit is not None and (value > limit if higher_is_worse else value < limit):
             return [Alert(lane, pipeline, level, metric, value, limit, severity)]  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from voxperf.bench.catalog import METRIC_BETTER, METRIC_UNITS
+from voxperf.bench.catalog import METRIC_BETTER, better_of, is_known_metric, unit_of
 from voxperf.errors import UsageError
 
 __all__ = [
@@ -109,11 +109,11 @@ def gate_config_from(table: dict[str, Any], metrics: str | None = None) -> GateC
     if not isinstance(names, list | tuple) or not all(isinstance(m, str) for m in names):
         raise UsageError("gate metrics must be a list of metric names", 'e.g. metrics = ["total_ms"]')
     chosen = tuple(m.strip() for m in names if m.strip())
-    bad = [m for m in chosen if m not in METRIC_BETTER]
+    bad = [m for m in chosen if not is_known_metric(m)]
     if bad or not chosen:
         raise UsageError(
             f"unknown gate metric(s): {', '.join(bad) or '(none given)'}",
-            f"choose from {', '.join(METRIC_BETTER)}",
+            f"choose from {', '.join(METRIC_BETTER)}, or <span name>_ms (e.g. diarize_ms)",
         )
     config = replace(config, metrics=chosen)
     for key in ("tolerance", "alpha", "between_run"):
@@ -135,7 +135,7 @@ def gate_config_from(table: dict[str, Any], metrics: str | None = None) -> GateC
         raise UsageError("[tool.voxperf.gate.tolerances] must be a table", "e.g. stt_ms = 0.03")
     tolerances = dict(config.tolerance)
     for metric, value in per.items():
-        if metric not in METRIC_BETTER or not isinstance(value, int | float) or isinstance(value, bool):
+        if not is_known_metric(metric) or not isinstance(value, int | float) or isinstance(value, bool):
             raise UsageError(
                 f"bad [tool.voxperf.gate.tolerances] entry {metric} = {value!r}",
                 "give metric = fraction (absolute for wer), e.g. stt_ms = 0.03",
@@ -170,7 +170,7 @@ class Change:
 
     @property
     def unit(self) -> str:
-        return METRIC_UNITS.get(self.metric, "ratio")
+        return unit_of(self.metric) or "ratio"
 
     @property
     def where(self) -> str:
@@ -402,7 +402,7 @@ def paired_change(
     exact = False
     tol = tolerance.rel if tolerance.rel is not None else 0.0
     c = math.log1p(tol)
-    sign = 1.0 if METRIC_BETTER.get(metric, "lower") == "lower" else -1.0
+    sign = 1.0 if better_of(metric) == "lower" else -1.0
     if metric in DETERMINISTIC or bool(np.all(logs == logs[0])):
         lo, hi = float(logs[0]), float(logs[-1])
         p_worse = 0.0 if bool(np.all(sign * logs > c)) else 1.0
@@ -501,7 +501,7 @@ def independent_change(
     point = math.log(head / base)
     tol = tolerance.rel if tolerance.rel is not None else 0.0
     c = math.log1p(tol)
-    sign = 1.0 if METRIC_BETTER.get(metric, "lower") == "lower" else -1.0
+    sign = 1.0 if better_of(metric) == "lower" else -1.0
     if se == 0:
         p_worse = 0.0 if sign * point > c else 1.0
         p_better = 0.0 if -sign * point > c else 1.0

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from voxperf.bench.catalog import METRIC_UNITS
+from voxperf.bench.catalog import unit_of
 from voxperf.bench.schema import BenchResult
 from voxperf.bench.table import format_value
 from voxperf.report.compare import Comparison, MetricComparison
@@ -160,7 +160,7 @@ def render_markdown(
     if c.alerts:
         lines.append("**Alerts** (value limits; information, not gated):")
         for alert in c.alerts:
-            unit = METRIC_UNITS.get(alert.metric, "")
+            unit = unit_of(alert.metric)
             lines.append(
                 f"- {alert.severity}: {md(f'{alert.lane}/{alert.pipeline}/{alert.level or chr(45)}')} "
                 f"{alert.metric} p50 {format_value(alert.value, unit)} beyond limit "
@@ -317,7 +317,7 @@ def render_terminal(comparison: Comparison, console: Console, *, all_rows: bool 
         width=width,
     )
     for alert in comparison.alerts:
-        unit = METRIC_UNITS.get(alert.metric, "")
+        unit = unit_of(alert.metric)
         console.print(
             f"alert ({alert.severity}, not gated): {alert.lane}/{alert.pipeline} {alert.metric} p50 "
             f"{format_value(alert.value, unit)} beyond {format_value(alert.limit, unit)}",

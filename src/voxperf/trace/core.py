@@ -12,11 +12,13 @@ belongs to one request and one thread at a time.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from time import perf_counter_ns
 from typing import Any
 
-__all__ = ["Clock", "Event", "Span", "Trace", "default_clock"]
+__all__ = ["Clock", "Event", "Span", "Trace", "current_trace", "default_clock", "span"]
 
 Clock = Callable[[], int]
 """A monotonic clock returning integer nanoseconds."""
@@ -150,5 +152,30 @@ class Trace:
                 return ev
         return None
 
+    @contextmanager
+    def activate(self) -> Iterator[Trace]:
+        """Make this the current trace of the running context (the pipelines do, for each request),
+        so engines and user code can add spans with :func:`span` without being passed the trace."""
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
     def __repr__(self) -> str:
         return f"Trace({self.request_id}, {len(self.spans)} spans, {len(self.events)} events)"
+
+
+_current: ContextVar[Trace | None] = ContextVar("voxperf_current_trace", default=None)
+
+
+def current_trace() -> Trace | None:
+    """The trace of the request running in this context, or None outside a request."""
+    return _current.get()
+
+
+def span(name: str, attrs: dict[str, Any] | None = None) -> AbstractContextManager[Span | None]:
+    """A span on the current trace (nested in whatever span is open: inside an engine, a sub-span of
+    its stage, summarised as ``<stage>.<name>_ms``), or nothing outside a request."""
+    trace = _current.get()
+    return trace.span(name, attrs) if trace is not None else nullcontext()

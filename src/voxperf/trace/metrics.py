@@ -50,10 +50,15 @@ def stage_ns(trace: Trace, stage: str) -> int:
 
 
 def stage_totals_ns(trace: Trace) -> dict[str, int]:
-    """:func:`stage_ns` for every stage present, in first-seen order."""
+    """Time per stage for every span name present, in first-seen order: a top-level span under its
+    name, a span nested in another under its path (``stt.encode`` for an ``encode`` sub-span an
+    engine opened inside ``stt``), so sub-spans never count twice in a decomposition of the total."""
     out: dict[str, int] = {}
+    paths: list[str] = []
     for s in trace.spans:
-        out[s.name] = out.get(s.name, 0) + (s.end_ns - s.start_ns)
+        path = s.name if s.parent == NO_PARENT else f"{paths[s.parent]}.{s.name}"
+        paths.append(path)
+        out[path] = out.get(path, 0) + (s.end_ns - s.start_ns)
     return out
 
 
