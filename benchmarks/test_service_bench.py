@@ -26,7 +26,7 @@ from voxperf.audio.codec import decode, resample
 from voxperf.service.app import ServiceEngines, ServiceSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.test_service import _serve
+from tests.conftest import serve_app
 
 TEXT = (
     "Please schedule the design review for Thursday afternoon and invite the whole audio team. "
@@ -70,7 +70,7 @@ def test_service_benchmarks(tmp_path: Path) -> None:
     engines.load(ServiceSettings())
     wav = _wav(engines, TEXT)
     duration = decode(wav).duration_s
-    for url in _serve(ServiceSettings(job_dir=str(tmp_path / "j1"), workers=1), engines):
+    for url in serve_app(ServiceSettings(job_dir=str(tmp_path / "j1"), workers=1), engines):
         client = httpx.Client(timeout=120)
         # 1. HTTP vs in-process, interleaved
         http_ns, raw_ns = [], []
@@ -130,7 +130,7 @@ def test_service_benchmarks(tmp_path: Path) -> None:
     for workers in (1, 2):
         eng = ServiceEngines()
         eng.load(ServiceSettings(workers=workers, stt_spec="faster-whisper:threads=1"))
-        for url in _serve(ServiceSettings(job_dir=str(tmp_path / f"w{workers}"), workers=workers), eng):
+        for url in serve_app(ServiceSettings(job_dir=str(tmp_path / f"w{workers}"), workers=workers), eng):
             client = httpx.Client(timeout=120)
             ids = [
                 client.post(f"{url}/v1/jobs", files={"file": ("a.wav", wav)}).json()["id"] for _ in range(12)
@@ -190,7 +190,7 @@ def test_service_worker_processes_scale(tmp_path: Path) -> None:
             for _ in range(n)
         ]
         try:
-            for url in _serve(settings, engines):
+            for url in serve_app(settings, engines):
                 client = httpx.Client(timeout=120)
                 ids = [
                     client.post(f"{url}/v1/jobs", files={"file": ("a.wav", wav)}).json()["id"]

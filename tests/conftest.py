@@ -1,15 +1,25 @@
-"""Shared test helpers: the real CLI as a subprocess, and small audio fixtures on disk."""
+"""Shared test helpers: the real CLI as a subprocess, small audio fixtures on disk, and a real
+``voxperf serve`` app on loopback (uvicorn in a thread) with fake engines."""
 
 from __future__ import annotations
 
+import io
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import soundfile as sf
+
+if TYPE_CHECKING:
+    from voxperf.service.app import ServiceEngines, ServiceSettings
 
 VOXPERF = Path(sys.executable).parent / "voxperf"
 
@@ -39,3 +49,52 @@ def tone_dir(tmp_path: Path) -> Path:
     (d / "b.txt").write_text("second fixture\n")
     write_tone(d / "c.wav", 0.3)
     return d
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve_app(settings: ServiceSettings, engines: ServiceEngines, app: object = None) -> Iterator[str]:
+    """Serve the app (or ``create_app(settings, engines)``) on a free loopback port; yields its URL
+    (``for url in serve_app(...):`` runs the body once, then the server stops)."""
+    import uvicorn
+
+    from voxperf.service.app import create_app
+
+    port = free_port()
+    app = app if app is not None else create_app(settings, engines)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def tone() -> bytes:
+    """One second of a 220 Hz tone as 16 kHz WAV bytes (an upload)."""
+    buf = io.BytesIO()
+    t = np.arange(16000) / 16000
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, format="WAV")
+    return buf.getvalue()
+
+
+def fake_engines(latency: str = "0") -> ServiceEngines:
+    """The service's engines as codepath fakes, ready (no model loads)."""
+    from voxperf.engines.fakes import FakeSTT, FakeTTS
+    from voxperf.engines.rewrite.local import LocalRewriter
+    from voxperf.service.runtime import ServiceEngines
+
+    return ServiceEngines(
+        stt=FakeSTT(latency=latency, text="um hello there"),
+        tts=FakeTTS(),
+        rewriter=LocalRewriter(),
+        ready=True,
+    )

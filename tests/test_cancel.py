@@ -24,8 +24,7 @@ from voxperf.pipeline.dictation import DictationPipeline
 from voxperf.service.app import ServiceSettings
 from voxperf.service.runtime import ServiceEngines
 
-from .test_service import _serve
-from .test_service_jobs import tone
+from .conftest import serve_app, tone
 
 
 class CountingSTT(FakeSTT):
@@ -107,7 +106,7 @@ class BlockingSTT(FakeSTT):
 def test_serve_cancels_a_transcription_whose_client_disconnects(tmp_path: Path) -> None:
     stt = BlockingSTT()
     engines = ServiceEngines(stt=stt, tts=None, rewriter=LocalRewriter(), ready=True)
-    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=0), engines):
+    for url in serve_app(ServiceSettings(job_dir=str(tmp_path), workers=0), engines):
         host, port = url.removeprefix("http://").split(":")
         body = (
             b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'

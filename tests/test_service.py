@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -14,8 +12,10 @@ import pytest
 import soundfile as sf
 
 from voxperf.audio.codec import decode
-from voxperf.service.app import ServiceEngines, ServiceSettings, create_app
+from voxperf.service.app import ServiceEngines, ServiceSettings
 from voxperf.trace.metrics import wer
+
+from .conftest import serve_app
 
 pytestmark = pytest.mark.engines
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -29,12 +29,6 @@ def _wav_lying_about_size(declared: int) -> bytes:
     return b"RIFF" + riff + b"WAVE" + fmt + b"data" + declared.to_bytes(4, "little") + b"\x00" * 64
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def engines() -> ServiceEngines:
     eng = ServiceEngines()
@@ -42,27 +36,12 @@ def engines() -> ServiceEngines:
     return eng
 
 
-def _serve(settings: ServiceSettings, engines: ServiceEngines, app: object = None) -> Iterator[str]:
-    import uvicorn
-
-    port = _free_port()
-    app = app if app is not None else create_app(settings, engines)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def url(engines: ServiceEngines, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     jobs = str(tmp_path_factory.mktemp("jobs"))
-    yield from _serve(ServiceSettings(max_upload_bytes=2_000_000, max_duration_s=60, job_dir=jobs), engines)
+    yield from serve_app(
+        ServiceSettings(max_upload_bytes=2_000_000, max_duration_s=60, job_dir=jobs), engines
+    )
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +168,7 @@ def test_job_round_trip_real_engine(url: str, speech_wav: bytes) -> None:
 
 
 def test_bearer_token(engines: ServiceEngines, speech_wav: bytes, tmp_path) -> None:
-    for base in _serve(ServiceSettings(api_token=TOKEN, job_dir=str(tmp_path)), engines):
+    for base in serve_app(ServiceSettings(api_token=TOKEN, job_dir=str(tmp_path)), engines):
         r = httpx.get(f"{base}/v1/models")
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer nope"}).status_code == 401

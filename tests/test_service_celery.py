@@ -20,9 +20,8 @@ import pytest
 from voxperf.service.app import ServiceSettings
 from voxperf.service.jobs import JobRecords
 
+from .conftest import fake_engines, serve_app, tone
 from .test_job_records import drop_schema, pg_url, postgres_schema
-from .test_service import _serve
-from .test_service_jobs import fake_engines, tone
 
 BROKER = os.environ.get("VOXPERF_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
@@ -91,7 +90,7 @@ def test_jobs_survive_a_killed_worker_and_complete_once(
     workers = [start_worker(env, logs[0]), start_worker(env, logs[1])]
     records = JobRecords(settings.records_target)
     try:
-        for url in _serve(settings, fake_engines()):
+        for url in serve_app(settings, fake_engines()):
             ids = [
                 httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}).json()["id"] for _ in range(6)
             ]
@@ -128,7 +127,7 @@ def test_cancel_revokes_and_duplicates_do_nothing(
 
     settings, env = scale_out
     records = JobRecords(settings.records_target)
-    for url in _serve(settings, fake_engines()):  # no worker yet: jobs wait in RabbitMQ
+    for url in serve_app(settings, fake_engines()):  # no worker yet: jobs wait in RabbitMQ
         ids = [httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}).json()["id"] for _ in range(2)]
         assert httpx.delete(f"{url}/v1/jobs/{ids[0]}").json()["status"] == "cancelled"
         app = make_celery(BROKER, settings.broker_queue)

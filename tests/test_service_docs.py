@@ -8,9 +8,8 @@ import pytest
 
 from voxperf.service.app import ServiceSettings
 
+from .conftest import fake_engines, serve_app
 from .test_html import ARGS, CHROMIUM, playwright
-from .test_service import _serve
-from .test_service_jobs import fake_engines
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
 
@@ -34,7 +33,7 @@ def _render(page_url: str, ready: str) -> tuple[list[str], list[str], str]:
 
 @pytest.mark.parametrize(("path", "ready"), [("/docs", ".opblock"), ("/redoc", "[data-section-id]")])
 def test_api_docs_render_from_local_assets(tmp_path: Path, path: str, ready: str) -> None:
-    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
+    for url in serve_app(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
         requests, errors, text = _render(f"{url}{path}", ready)
         assert "/v1/audio/transcriptions" in text and not errors
         outside = [r for r in requests if not r.startswith(url) and not r.startswith(("data:", "blob:"))]

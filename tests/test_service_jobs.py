@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-import soundfile as sf
 
-from voxperf.engines.fakes import FakeSTT, FakeTTS
+from voxperf.engines.fakes import FakeSTT
 from voxperf.engines.rewrite.local import LocalRewriter
 from voxperf.pipeline.dictation import DictationPipeline
 from voxperf.service.app import ServiceEngines, ServiceSettings
 from voxperf.service.jobs import MAX_ATTEMPTS, Job, JobRecords
 from voxperf.service.worker import EmbeddedQueue, process_job
 
-from .test_service import _serve
-
-
-def tone() -> bytes:
-    buf = io.BytesIO()
-    t = np.arange(16000) / 16000
-    sf.write(buf, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, format="WAV")
-    return buf.getvalue()
-
-
-def fake_engines(latency: str = "0") -> ServiceEngines:
-    return ServiceEngines(
-        stt=FakeSTT(latency=latency, text="um hello there"),
-        tts=FakeTTS(),
-        rewriter=LocalRewriter(),
-        ready=True,
-    )
+from .conftest import fake_engines, serve_app, tone
 
 
 def pipeline(engines: ServiceEngines) -> DictationPipeline:
@@ -50,7 +31,7 @@ def wait_for(url: str, job_id: str, statuses: tuple[str, ...] = ("done", "failed
 
 
 def test_jobs_list_cancel_and_errors(tmp_path: Path) -> None:
-    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):  # accept only
+    for url in serve_app(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):  # accept only
         ids = [httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}).json()["id"] for _ in range(3)]
         listed = httpx.get(f"{url}/v1/jobs", params={"status": "queued"}).json()["data"]
         assert {j["id"] for j in listed} == set(ids)
@@ -70,10 +51,10 @@ def test_jobs_list_cancel_and_errors(tmp_path: Path) -> None:
 
 
 def test_restart_resumes_queued_and_interrupted_jobs(tmp_path: Path) -> None:
-    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
+    for url in serve_app(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
         ids = [httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}).json()["id"] for _ in range(3)]
     JobRecords(tmp_path).claim(ids[1], "gone")  # as if a worker died while running it
-    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=1), fake_engines()):
+    for url in serve_app(ServiceSettings(job_dir=str(tmp_path), workers=1), fake_engines()):
         jobs = [wait_for(url, i) for i in ids]
     assert [j["status"] for j in jobs] == ["done"] * 3
     assert jobs[1]["attempts"] == 2 and jobs[0]["attempts"] == 1
@@ -129,7 +110,7 @@ def test_drain_finishes_the_running_job(tmp_path: Path) -> None:
 
 
 def test_tts_cache_and_metrics(tmp_path: Path) -> None:
-    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=1), fake_engines()):
+    for url in serve_app(ServiceSettings(job_dir=str(tmp_path), workers=1), fake_engines()):
         bodies, timings = [], []
         for _ in range(2):
             r = httpx.post(f"{url}/v1/audio/speech", json={"input": "One sentence. Another one."})
@@ -163,7 +144,7 @@ def test_speech_request_flow_events_are_emitted(tmp_path: Path, caplog: pytest.L
     import logging
 
     caplog.set_level(logging.INFO, logger="voxperf.timing")
-    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
+    for url in serve_app(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
         assert (
             httpx.post(f"{url}/v1/audio/speech", json={"input": "First one. Second one. Third."}).status_code
             == 200
@@ -195,7 +176,7 @@ def test_malformed_corpus_keeps_memory_bounded(tmp_path: Path) -> None:
         b"ID3" * 100,
     ]
     proc = psutil.Process(os.getpid())  # the server runs in this process
-    for url in _serve(
+    for url in serve_app(
         ServiceSettings(job_dir=str(tmp_path), workers=0, max_upload_bytes=200_000), fake_engines()
     ):
         before = proc.memory_info().rss

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from .test_service import _free_port
-from .test_service_jobs import tone
+from .conftest import free_port, tone
 
 
 def start(job_dir: Path, port: int, workers: int, stt: str = "fake:latency=0.6s") -> subprocess.Popen[bytes]:
@@ -49,7 +48,7 @@ def start(job_dir: Path, port: int, workers: int, stt: str = "fake:latency=0.6s"
 
 
 def test_sigterm_drains_and_restart_completes_everything(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start(tmp_path, port, workers=1)
     try:
@@ -69,7 +68,7 @@ def test_sigterm_drains_and_restart_completes_everything(tmp_path: Path) -> None
     store = JobRecords(tmp_path)
     statuses = [store.get(i).status for i in ids]  # type: ignore[union-attr]
     assert statuses[0] == "done" and "queued" in statuses[1:]
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start(tmp_path, port, workers=2)
     try:

@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, given, settings
 
 from voxperf.service.app import ServiceSettings
 
-from .test_service import _serve
-from .test_service_jobs import fake_engines
+from .conftest import fake_engines, serve_app
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed")
 
@@ -38,7 +37,7 @@ CHECKS = _checks()
 
 def test_every_operation_conforms(tmp_path: Path) -> None:
     cfg = ServiceSettings(job_dir=str(tmp_path), workers=1, max_upload_bytes=200_000)
-    for url in _serve(cfg, fake_engines()):
+    for url in serve_app(cfg, fake_engines()):
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
         assert len(operations) >= 9

@@ -15,8 +15,7 @@ from voxperf.service.app import ServiceSettings
 from voxperf.service.http import ApiError
 from voxperf.service.security import InFlight, RateLimiter, hash_key
 
-from .test_service import _serve
-from .test_service_jobs import fake_engines, tone
+from .conftest import fake_engines, serve_app, tone
 
 A = {"Authorization": "Bearer key-a"}
 B = {"Authorization": "Bearer key-b"}
@@ -32,7 +31,7 @@ def tenants(tmp_path: Path, **kw: object) -> ServiceSettings:
 
 
 def test_a_tenant_sees_reads_and_cancels_only_its_own_jobs(tmp_path: Path) -> None:
-    for url in _serve(tenants(tmp_path), fake_engines()):
+    for url in serve_app(tenants(tmp_path), fake_engines()):
         mine = httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}, headers=A).json()
         theirs = httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}, headers=B).json()
         assert mine["owner"] == "acme" and theirs["owner"] == "beta"
@@ -61,7 +60,7 @@ def test_a_tenant_sees_reads_and_cancels_only_its_own_jobs(tmp_path: Path) -> No
 
 
 def test_listing_pages(tmp_path: Path) -> None:
-    for url in _serve(tenants(tmp_path, tenant_max_jobs=50), fake_engines()):
+    for url in serve_app(tenants(tmp_path, tenant_max_jobs=50), fake_engines()):
         ids = [
             httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}, headers=A).json()["id"]
             for _ in range(5)
@@ -85,7 +84,7 @@ def _submit(url: str, headers: dict[str, str]) -> httpx.Response:
 
 def test_queue_bounds_answer_429_with_retry_after_and_store_nothing(tmp_path: Path) -> None:
     settings = tenants(tmp_path, max_queued_jobs=3, tenant_max_jobs=2)
-    for url in _serve(settings, fake_engines()):
+    for url in serve_app(settings, fake_engines()):
         post = partial(_submit, url)
         assert [post(A).status_code for _ in range(3)] == [202, 202, 429]  # the tenant's bound
         refused = post(A)
@@ -94,7 +93,7 @@ def test_queue_bounds_answer_429_with_retry_after_and_store_nothing(tmp_path: Pa
         assert post(B).status_code == 429  # the queue's bound (3 jobs)
         assert len(httpx.get(f"{url}/v1/jobs", headers=A).json()["data"]) == 2  # refused ones stored nothing
     audio = tenants(tmp_path / "s", max_queued_audio_s=1.5)
-    for url in _serve(audio, fake_engines()):
+    for url in serve_app(audio, fake_engines()):
         first = httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}, headers=A)
         second = httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}, headers=A)
         assert (first.status_code, second.status_code) == (202, 429)  # 1 s of audio each, 1.5 s allowed
@@ -148,7 +147,7 @@ def test_rate_and_in_flight_limits_on_an_injected_clock() -> None:
     ],
 )
 def test_speech_body_fuzz_is_always_4xx_in_the_documented_shape(tmp_path: Path, body: bytes) -> None:
-    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
+    for url in serve_app(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
         r = httpx.post(f"{url}/v1/audio/speech", content=body, headers={"Content-Type": "application/json"})
         assert 400 <= r.status_code < 500, (body[:40], r.status_code, r.text[:200])
         error = r.json()["error"]
@@ -158,7 +157,7 @@ def test_speech_body_fuzz_is_always_4xx_in_the_documented_shape(tmp_path: Path, 
 
 def test_cross_site_writes_and_unknown_hosts_are_refused(tmp_path: Path) -> None:
     settings = ServiceSettings(job_dir=str(tmp_path), workers=0, allowed_hosts=["127.0.0.1"])
-    for url in _serve(settings, fake_engines()):
+    for url in serve_app(settings, fake_engines()):
         form = {"file": ("a.wav", tone())}
         evil = httpx.post(f"{url}/v1/jobs", files=form, headers={"Origin": "https://evil.example"})
         assert evil.status_code == 403 and evil.json()["error"]["type"] == "forbidden"
@@ -169,7 +168,7 @@ def test_cross_site_writes_and_unknown_hosts_are_refused(tmp_path: Path) -> None
 
 def test_a_stalled_body_is_timed_out(tmp_path: Path) -> None:
     settings = ServiceSettings(job_dir=str(tmp_path), workers=0, body_timeout_s=0.5)
-    for url in _serve(settings, fake_engines()):
+    for url in serve_app(settings, fake_engines()):
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as s:
             s.sendall(
@@ -190,7 +189,7 @@ def test_draining_answers_503_with_retry_after(tmp_path: Path) -> None:
 
     settings = ServiceSettings(job_dir=str(tmp_path), workers=0)
     app = create_app(settings, fake_engines())
-    for url in _serve(settings, fake_engines(), app=app):
+    for url in serve_app(settings, fake_engines(), app=app):
         app.state.vox.draining = True  # as the lifespan does on SIGTERM
         r = httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())})
         assert r.status_code == 503 and r.headers["retry-after"] == "5"
@@ -222,7 +221,7 @@ def test_settings_precedence_flag_env_pyproject_default(tmp_path: Path) -> None:
 
 
 def test_validation_errors_use_the_documented_shape(tmp_path: Path) -> None:
-    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
+    for url in serve_app(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
         r = httpx.post(f"{url}/v1/jobs", data={"level": "raw"})  # no file
         assert r.status_code == 422 and "file" in r.json()["error"]["message"]
         long_model = httpx.post(
@@ -281,7 +280,7 @@ def test_refused_submissions_leave_no_upload_slot_taken_or_freed(tmp_path: Path)
 
     settings = tenants(tmp_path, tenant_max_jobs=1)
     app = create_app(settings, fake_engines())
-    for url in _serve(settings, fake_engines(), app=app):
+    for url in serve_app(settings, fake_engines(), app=app):
         for _ in range(6):  # no key: 401 from the endpoint, after the guard let it through
             assert _submit(url, {}).status_code == 401
         assert _submit(url, A).status_code == 202

@@ -34,8 +34,7 @@ from voxperf.trace.export import (
     pipeline_timing_event,
 )
 
-from .test_service import _free_port, _serve
-from .test_service_jobs import fake_engines, tone
+from .conftest import fake_engines, free_port, serve_app, tone
 from .test_service_process import start
 
 PHRASE = "First sentence here. A second one. And a third."
@@ -204,7 +203,7 @@ def test_cache_hit_is_timed_to_its_first_body_byte(tmp_path: Path, caplog: pytes
     caplog.set_level(logging.INFO, logger=TIMING_LOGGER)
     n = 50
     payload = json.dumps({"input": PHRASE, "response_format": "wav"}).encode()
-    for url in _serve(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
+    for url in serve_app(ServiceSettings(job_dir=str(tmp_path), workers=0), fake_engines()):
         status, headers, miss_body, _ = _raw_post(url, "/v1/audio/speech", payload)
         assert status == 200 and headers["server-timing"].startswith("cache;desc=miss;dur=")
         before = _samples(url)
@@ -241,7 +240,7 @@ def test_cache_hit_is_timed_to_its_first_body_byte(tmp_path: Path, caplog: pytes
 def test_errors_are_in_the_request_histogram(tmp_path: Path) -> None:
     settings = ServiceSettings(job_dir=str(tmp_path), workers=0, max_upload_bytes=1000, api_token="t")
     auth = {"Authorization": "Bearer t"}
-    for url in _serve(settings, fake_engines()):
+    for url in serve_app(settings, fake_engines()):
         assert httpx.post(f"{url}/v1/audio/speech", json={"input": " "}, headers=auth).status_code == 422
         assert httpx.post(f"{url}/v1/audio/speech", json={"input": "hi"}).status_code == 401  # no route yet
         big = {"file": ("a.wav", b"RIFF" + b"\x00" * 2000)}
@@ -269,7 +268,7 @@ def _shape(value: Any) -> Any:
 
 def test_serve_writes_the_exporters_pipeline_timing_line_on_stderr(tmp_path: Path) -> None:
     canary = "zanzibar-canary-quokka"  # the fake STT's transcript: it must never reach a timing line
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start(tmp_path, port, workers=1, stt=f"fake:text={canary}")
     try:
