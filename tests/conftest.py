@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import socket
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 import soundfile as sf
+
+from voxperf.bench.schema import SCHEMA_VERSION, BenchResult, parse_result
 
 if TYPE_CHECKING:
     from voxperf.service.app import ServiceEngines, ServiceSettings
@@ -98,3 +101,123 @@ def fake_engines(latency: str = "0") -> ServiceEngines:
         rewriter=LocalRewriter(),
         ready=True,
     )
+
+
+# -- result documents for report and store tests ---------------------------------------------------
+
+
+def minimal_result() -> dict:
+    summary = {
+        "n": 5,
+        "unit": "ms",
+        "mean": 10.0,
+        "stdev": 1.0,
+        "min": 9.0,
+        "max": 12.0,
+        "p50": 10.0,
+        "p95": 11.8,
+        "p99": 11.96,
+        "ci95": {"p50": [9.0, 11.0], "p95": [10.0, 12.0], "p99": [10.0, 12.0]},
+        "noisy": False,
+        "notes": ["p99 from 5 samples is not reliable"],
+    }
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "tool": {"name": "voxperf", "version": "0.1.0"},
+        "createdAt": "2026-11-21T00:00:00Z",
+        "config": {"iterations": 5},
+        "git": {"commit": "a" * 40, "branch": "main", "dirty": False},
+        "machine": {
+            "hostname": "h",
+            "os": "Linux",
+            "kernel": "6",
+            "arch": "x86_64",
+            "cpuModel": None,
+            "coresLogical": 2,
+            "coresPhysical": 1,
+            "ramBytes": 1,
+            "python": "3.11.7",
+            "pythonImplementation": "CPython",
+            "timerResolutionNs": 1.0,
+            "loadAverage1m": 0.1,
+            "packages": {"voxperf": "0.1.0"},
+        },
+        "fixtures": [
+            {
+                "name": "short",
+                "durationS": 3.0,
+                "sampleRate": 16000,
+                "bytes": 96044,
+                "sha256": "0" * 64,
+                "hasTranscript": True,
+                "text": "hello",
+            }
+        ],
+        "lanes": {
+            "codepath": {
+                "lane": "codepath",
+                "label": "codepath lane",
+                "engines": [],
+                "runs": [
+                    {
+                        "pipeline": "dictation",
+                        "fixture": "short",
+                        "level": "raw",
+                        "iteration": 0,
+                        "warmup": False,
+                        "requestId": "r",
+                        "stagesNs": {"stt": 10},
+                        "totalNs": 12,
+                        "totalStageNs": 10,
+                        "cpuNs": 5,
+                        "metrics": {"stt_ms": 1e-5, "wer": None},
+                    }
+                ],
+                "summaries": [{"pipeline": "dictation", "level": "raw", "metrics": {"stt_ms": summary}}],
+                "resources": {
+                    "peakRssBytes": 1,
+                    "maxRssBytes": 1,
+                    "cpuUserS": 0.1,
+                    "cpuSystemS": 0.0,
+                    "wallS": 1.0,
+                    "cpuPercent": 10.0,
+                },
+            }
+        },
+    }
+
+
+def synthetic(
+    samples: dict[str, list[float]], *, lane: str = "codepath", commit: str = "a" * 40, sha: str = "0" * 64
+) -> BenchResult:
+    """A result whose dictation/raw runs have stt_ms = sample and total = stt + 1 ms (+ overhead)."""
+    data = minimal_result()
+    data["git"]["commit"] = commit
+    template = data["lanes"]["codepath"]["runs"][0]
+    runs = []
+    for fixture, values in samples.items():
+        for i, v in enumerate(values):
+            run = copy.deepcopy(template)
+            run.update(
+                fixture=fixture,
+                iteration=i,
+                requestId=f"{fixture}-{i}",
+                metrics={"stt_ms": v, "decode_ms": 1.0, "overhead_ms": 0.01, "total_ms": v + 1.01},
+            )
+            runs.append(run)
+    data["lanes"]["codepath"]["runs"] = runs
+    data["lanes"]["codepath"]["summaries"] = []
+    data["fixtures"] = [
+        {
+            "name": f,
+            "durationS": 1.0,
+            "sampleRate": 16000,
+            "bytes": 1000 * (i + 1),
+            "sha256": sha,
+            "hasTranscript": False,
+        }
+        for i, f in enumerate(samples)
+    ]
+    if lane != "codepath":
+        data["lanes"] = {lane: {**data["lanes"]["codepath"], "lane": lane}}
+    return parse_result(data)

@@ -211,7 +211,7 @@ def test_api_keys_in_specs_never_reach_results_or_messages(tone_dir: Path, tmp_p
 def test_path_mistakes_are_usage_errors_not_tracebacks(tone_dir: Path, tmp_path: Path) -> None:
     from voxperf.bench.schema import dump_result
 
-    from .test_compare import synthetic
+    from .conftest import synthetic
 
     base = tmp_path / "base.json"
     dump_result(synthetic({"f": [50.0] * 5}), base)
@@ -233,7 +233,7 @@ def test_path_mistakes_are_usage_errors_not_tracebacks(tone_dir: Path, tmp_path:
 def test_attribution_config_is_validated(tmp_path: Path) -> None:
     from voxperf.bench.schema import dump_result
 
-    from .test_compare import synthetic
+    from .conftest import synthetic
 
     base = tmp_path / "base.json"
     dump_result(synthetic({"f": [50.0] * 5}), base)

@@ -24,44 +24,7 @@ from voxperf.report.compare import (
 )
 from voxperf.report.render import COMMENT_MARKER, render_markdown
 
-from .conftest import run_cli
-from .test_schema import minimal_result
-
-
-def synthetic(
-    samples: dict[str, list[float]], *, lane: str = "codepath", commit: str = "a" * 40, sha: str = "0" * 64
-) -> BenchResult:
-    """A result whose dictation/raw runs have stt_ms = sample and total = stt + 1 ms (+ overhead)."""
-    data = minimal_result()
-    data["git"]["commit"] = commit
-    template = data["lanes"]["codepath"]["runs"][0]
-    runs = []
-    for fixture, values in samples.items():
-        for i, v in enumerate(values):
-            run = copy.deepcopy(template)
-            run.update(
-                fixture=fixture,
-                iteration=i,
-                requestId=f"{fixture}-{i}",
-                metrics={"stt_ms": v, "decode_ms": 1.0, "overhead_ms": 0.01, "total_ms": v + 1.01},
-            )
-            runs.append(run)
-    data["lanes"]["codepath"]["runs"] = runs
-    data["lanes"]["codepath"]["summaries"] = []
-    data["fixtures"] = [
-        {
-            "name": f,
-            "durationS": 1.0,
-            "sampleRate": 16000,
-            "bytes": 1000 * (i + 1),
-            "sha256": sha,
-            "hasTranscript": False,
-        }
-        for i, f in enumerate(samples)
-    ]
-    if lane != "codepath":
-        data["lanes"] = {lane: {**data["lanes"]["codepath"], "lane": lane}}
-    return parse_result(data)
+from .conftest import run_cli, synthetic
 
 
 def rows(comparison, metric: str = "stt_ms", stat: str = "p50", fixture: str | None = None):

@@ -15,8 +15,7 @@ from voxperf.errors import ExitCode, GitHubError
 from voxperf.report.github import upsert_comment
 from voxperf.report.render import COMMENT_MARKER
 
-from .conftest import run_cli
-from .test_compare import synthetic
+from .conftest import run_cli, synthetic
 
 TOKEN = "ghs_secret_token_value"
 

@@ -12,7 +12,7 @@ from voxperf.report.compare import compare_results
 from voxperf.report.html import render_html
 from voxperf.report.render import trend_points
 
-from .test_compare import synthetic
+from .conftest import synthetic
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip(

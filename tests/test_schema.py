@@ -19,6 +19,8 @@ from voxperf.bench.schema import (
 )
 from voxperf.errors import SchemaVersionError, UsageError
 
+from .conftest import minimal_result
+
 PUBLISHED = (
     Path(__file__).resolve().parents[1]
     / "src"
@@ -26,87 +28,6 @@ PUBLISHED = (
     / "schema"
     / f"result-v{SCHEMA_VERSION}.schema.json"
 )
-
-
-def minimal_result() -> dict:
-    summary = {
-        "n": 5,
-        "unit": "ms",
-        "mean": 10.0,
-        "stdev": 1.0,
-        "min": 9.0,
-        "max": 12.0,
-        "p50": 10.0,
-        "p95": 11.8,
-        "p99": 11.96,
-        "ci95": {"p50": [9.0, 11.0], "p95": [10.0, 12.0], "p99": [10.0, 12.0]},
-        "noisy": False,
-        "notes": ["p99 from 5 samples is not reliable"],
-    }
-    return {
-        "schemaVersion": SCHEMA_VERSION,
-        "tool": {"name": "voxperf", "version": "0.1.0"},
-        "createdAt": "2026-11-21T00:00:00Z",
-        "config": {"iterations": 5},
-        "git": {"commit": "a" * 40, "branch": "main", "dirty": False},
-        "machine": {
-            "hostname": "h",
-            "os": "Linux",
-            "kernel": "6",
-            "arch": "x86_64",
-            "cpuModel": None,
-            "coresLogical": 2,
-            "coresPhysical": 1,
-            "ramBytes": 1,
-            "python": "3.11.7",
-            "pythonImplementation": "CPython",
-            "timerResolutionNs": 1.0,
-            "loadAverage1m": 0.1,
-            "packages": {"voxperf": "0.1.0"},
-        },
-        "fixtures": [
-            {
-                "name": "short",
-                "durationS": 3.0,
-                "sampleRate": 16000,
-                "bytes": 96044,
-                "sha256": "0" * 64,
-                "hasTranscript": True,
-                "text": "hello",
-            }
-        ],
-        "lanes": {
-            "codepath": {
-                "lane": "codepath",
-                "label": "codepath lane",
-                "engines": [],
-                "runs": [
-                    {
-                        "pipeline": "dictation",
-                        "fixture": "short",
-                        "level": "raw",
-                        "iteration": 0,
-                        "warmup": False,
-                        "requestId": "r",
-                        "stagesNs": {"stt": 10},
-                        "totalNs": 12,
-                        "totalStageNs": 10,
-                        "cpuNs": 5,
-                        "metrics": {"stt_ms": 1e-5, "wer": None},
-                    }
-                ],
-                "summaries": [{"pipeline": "dictation", "level": "raw", "metrics": {"stt_ms": summary}}],
-                "resources": {
-                    "peakRssBytes": 1,
-                    "maxRssBytes": 1,
-                    "cpuUserS": 0.1,
-                    "cpuSystemS": 0.0,
-                    "wallS": 1.0,
-                    "cpuPercent": 10.0,
-                },
-            }
-        },
-    }
 
 
 def test_round_trip(tmp_path: Path) -> None:

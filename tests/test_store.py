@@ -24,7 +24,7 @@ from voxperf.store.config import open_store, store_location
 from voxperf.store.keys import StoreKey, parse_relpath
 from voxperf.store.store import ResultStore, nearest_persisted
 
-from .test_schema import minimal_result
+from .conftest import minimal_result
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
 

@@ -15,7 +15,7 @@ from voxperf.report.compare import compare_results
 from voxperf.report.render import render_markdown
 from voxperf.report.synthesis import synthesize
 
-from .test_compare import synthetic
+from .conftest import synthetic
 
 SEEN: list[dict[str, Any]] = []
 
