@@ -148,9 +148,11 @@ def test_the_decision_is_looked_at_every_few_rounds(tone_dir: Path, monkeypatch:
     real_decide = paired.decide
 
     def undecided_twice(changes: list[Any], **kw: Any) -> Any:
+        # the stand-in decides at the third look whatever the timings were (the fakes' latencies
+        # on a loaded machine must not decide what this test is about: when the looks happen)
         looks.append(changes[0].n)
         decision = real_decide(changes, **kw)
-        return decision if len(looks) > 2 else replace(decision, status="inconclusive")
+        return replace(decision, status="pass" if len(looks) > 2 else "inconclusive")
 
     monkeypatch.setattr(paired, "decide", undecided_twice)
     run = run_paired(_config(tone_dir, iterations=2), Side("base"), Side("head"), max_time_s=600)
