@@ -40,6 +40,7 @@ from voxperf.bench.runner import (
     lane_pipelines,
     on_request_thread,
     prepare_fixtures,
+    run_requests_inline,
     speech_request,
 )
 from voxperf.engines.alloc import fix_malloc_thresholds
@@ -109,6 +110,7 @@ class _Session:
         config.validate()
         if msg.get("instrument") == "instructions":
             self.dump_dir = Path(str(msg["dumpDir"]))
+            run_requests_inline()
         fixtures = prepare_fixtures(config, self.engines, [])
         made, records = on_request_thread(lambda: lane_engines(self.lane, config, self.engines))
         self.dictation, self.speech = lane_pipelines(made, config)
