@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from voxperf.audio.pcm import Audio
+from voxperf.errors import Cancelled
 
 __all__ = ["ClientGone", "HandoffSink"]
 
@@ -29,8 +30,9 @@ _END = object()
 T = TypeVar("T")
 
 
-class ClientGone(Exception):
-    """The response cannot take more audio: the client disconnected or the deadline passed."""
+class ClientGone(Cancelled):
+    """The response cannot take more audio: the client disconnected or the deadline passed (the
+    speech side of the library's one cancellation, :class:`~voxperf.errors.Cancelled`)."""
 
 
 class HandoffSink:

@@ -52,6 +52,8 @@ async def cancellable_run(
     """Run a request in a worker thread; once ``disconnected()`` says its client left, the request
     is cancelled (it stops at its next :func:`~voxperf.engines.base.check_cancelled`)."""
     cancel = threading.Event()
+    if await disconnected():  # it left while waiting for a slot: the pipeline stops after decoding
+        cancel.set()
     task = asyncio.ensure_future(run_in_threadpool(run_cancellable, cancel, run))
     while not task.done():
         await asyncio.wait({task}, timeout=poll_s)
