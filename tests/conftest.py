@@ -27,9 +27,11 @@ if TYPE_CHECKING:
 VOXPERF = Path(sys.executable).parent / "voxperf"
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``voxperf`` console script."""
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``voxperf`` console script (``env``: extra environment variables)."""
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [str(VOXPERF), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env, check=False
     )

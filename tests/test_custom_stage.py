@@ -13,9 +13,9 @@ import pytest
 from voxperf.audio.pcm import Audio
 from voxperf.bench.catalog import is_known_metric, is_stage_metric, thresholds_of, unit_of
 from voxperf.bench.runner import BenchConfig, run_bench
-from voxperf.engines import registry
 from voxperf.engines.base import Transcript
 from voxperf.engines.fakes import FakeSTT
+from voxperf.engines.registry import EngineOption, EnginePlugin, registered
 from voxperf.report.compare import compare_results
 from voxperf.report.gate import gate_config_from
 from voxperf.trace.core import Trace, current_trace, span
@@ -25,7 +25,7 @@ from voxperf.trace.metrics import stage_totals_ns, total_stage_ns
 class DiarizingSTT(FakeSTT):
     """A fake STT whose work includes a ``diarize`` phase of exactly ``diarize_ms``."""
 
-    def __init__(self, diarize_ms: str = "3", **options: str) -> None:
+    def __init__(self, diarize_ms: float = 3.0, **options: str) -> None:
         super().__init__(**options)
         self.diarize_ns = int(float(diarize_ms) * 1_000_000)
 
@@ -73,12 +73,16 @@ def _bench(tone_dir: Path, diarize_ms: float) -> object:
     return run_bench(config, isolate=False).result
 
 
-def test_a_custom_stage_is_summarised_compared_and_gated(
-    tone_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(registry.REGISTRY["stt"], "diarizing", f"{__name__}:DiarizingSTT")
-    base = _bench(tone_dir, 3.0)
-    head = _bench(tone_dir, 30.0)
+def test_a_custom_stage_is_summarised_compared_and_gated(tone_dir: Path) -> None:
+    plugin = EnginePlugin(
+        role="stt",
+        name="diarizing",
+        factory=DiarizingSTT,
+        options=(EngineOption("diarize_ms", "float", 3.0), EngineOption("latency", "duration", "0")),
+    )
+    with registered(plugin):
+        base = _bench(tone_dir, 3.0)
+        head = _bench(tone_dir, 30.0)
     lane = head.lanes["provider"]  # type: ignore[attr-defined]
     assert all(r.metrics["stt.diarize_ms"] == pytest.approx(30.0) for r in lane.runs)
     aggregate = next(g for g in lane.summaries if g.fixture is None)

@@ -99,10 +99,28 @@ if TYPE_CHECKING:
         FakeVAD as FakeVAD,
     )
     from voxperf.engines.registry import (
+        EngineOption as EngineOption,
+    )
+    from voxperf.engines.registry import (
+        EnginePlugin as EnginePlugin,
+    )
+    from voxperf.engines.registry import (
         create_engine as create_engine,
     )
     from voxperf.engines.registry import (
+        describe_engines as describe_engines,
+    )
+    from voxperf.engines.registry import (
+        engine_plugins as engine_plugins,
+    )
+    from voxperf.engines.registry import (
         parse_spec as parse_spec,
+    )
+    from voxperf.engines.registry import (
+        register_engine as register_engine,
+    )
+    from voxperf.engines.registry import (
+        registered as registered,
     )
     from voxperf.errors import (
         AudioError as AudioError,
@@ -212,6 +230,12 @@ if TYPE_CHECKING:
     from voxperf.trace.core import (
         Trace as Trace,
     )
+    from voxperf.trace.core import (
+        current_trace as current_trace,
+    )
+    from voxperf.trace.core import (
+        span as span,
+    )
     from voxperf.trace.export import (
         chrome_trace as chrome_trace,
     )
@@ -285,6 +309,7 @@ if TYPE_CHECKING:
         Stage as Stage,
     )
 
+
 # public name -> module that defines it (one source of truth per concept)
 _EXPORTS: dict[str, str] = {
     "VoxperfError": "voxperf.errors",
@@ -301,6 +326,8 @@ _EXPORTS: dict[str, str] = {
     "StoreError": "voxperf.errors",
     "ExitCode": "voxperf.errors",
     "Trace": "voxperf.trace.core",
+    "span": "voxperf.trace.core",
+    "current_trace": "voxperf.trace.core",
     "Span": "voxperf.trace.core",
     "Event": "voxperf.trace.core",
     "Clock": "voxperf.trace.core",
@@ -350,6 +377,12 @@ _EXPORTS: dict[str, str] = {
     "FakeRewriter": "voxperf.engines.fakes",
     "create_engine": "voxperf.engines.registry",
     "parse_spec": "voxperf.engines.registry",
+    "EnginePlugin": "voxperf.engines.registry",
+    "EngineOption": "voxperf.engines.registry",
+    "register_engine": "voxperf.engines.registry",
+    "registered": "voxperf.engines.registry",
+    "engine_plugins": "voxperf.engines.registry",
+    "describe_engines": "voxperf.engines.registry",
     "DictationPipeline": "voxperf.pipeline.dictation",
     "DictationResult": "voxperf.pipeline.dictation",
     "SpeechPipeline": "voxperf.pipeline.speech",

@@ -646,12 +646,40 @@ def fixtures_make(
 
 @app.command()
 @handle_errors
-def engines() -> None:
-    """List the engines voxperf knows, by role."""
-    from voxperf.engines.registry import REGISTRY
+def engines(
+    name: Annotated[
+        str | None, typer.Argument(help="Show one engine's options (e.g. faster-whisper)")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print engines as JSON")] = False,
+) -> None:
+    """List the engines installed (built-in and plugins), whether they can run here, and their options."""
+    from voxperf.engines.registry import describe_engines, plugin_problems
 
-    for role, names in REGISTRY.items():
-        typer.echo(f"{role}: {', '.join(sorted(names))}")
+    found = describe_engines()
+    if name is not None:
+        found = [e for e in found if e["name"] == name.strip().lower()]
+        if not found:
+            names = sorted({e["name"] for e in describe_engines()})
+            raise UsageError(f"no engine named {name!r}", f"choose one of: {', '.join(names)}")
+    if json_out:
+        _print_json(found)
+        return
+    for e in found:
+        state = "ready" if e["available"] else f"missing {e['missing']} ({e['install']})"
+        origin = "" if e["distribution"] in (None, "voxperf") else f"  [from {e['distribution']}]"
+        typer.echo(f"{e['role']:<8} {e['name']:<15} {state}{origin}")
+        if name is None:
+            continue
+        typer.echo(f"         {e['summary']}")
+        for o in e["options"]:
+            choices = f" (one of: {', '.join(o['choices'])})" if o["choices"] else ""
+            typer.echo(
+                f"         {o['name']:<15} {o['type']:<9} default {o['default']!s:<16} {o['help']}{choices}"
+            )
+    if name is None:
+        typer.echo("options of one engine: voxperf engines NAME")
+    for problem in plugin_problems():
+        _stderr().print(f"[yellow]plugin problem:[/] {escape(problem)}", soft_wrap=True)
 
 
 @app.command()

@@ -17,13 +17,14 @@ import contextlib
 import gc
 import math
 import multiprocessing
+import pickle
 import queue as queue_module
 import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,7 +60,14 @@ from voxperf.bench.schema import (
     WerUtterance,
 )
 from voxperf.engines.alloc import fix_malloc_thresholds
-from voxperf.engines.registry import EngineSpec, create_engine, parse_spec, redact_spec
+from voxperf.engines.registry import (
+    ROLES,
+    EngineSource,
+    EngineSpec,
+    describe_source,
+    parse_spec,
+    resolve_engine,
+)
 from voxperf.errors import EngineError, UsageError, VoxperfError
 from voxperf.pipeline.dictation import ENCODE_FORMATS, DictationPipeline, DictationResult
 from voxperf.pipeline.sinks import parse_audio_sink, parse_text_sink
@@ -127,10 +135,12 @@ class BenchConfig:
     fixtures: Path | None = None  # directory or JSONL manifest; None = built-in variants
     variants: tuple[str, ...] = ("short", "medium")
     levels: tuple[str, ...] = ("raw", "clean")
-    stt: str = DEFAULT_SPECS["stt"]
-    tts: str = DEFAULT_SPECS["tts"]
-    vad: str = DEFAULT_SPECS["vad"]  # or "none"
-    rewrite: str = DEFAULT_SPECS["rewrite"]
+    # engines: a spec ("faster-whisper:threads=2"), or an engine factory (a class or function;
+    # picklable to cross into a lane's process), or an engine instance (with isolate=False)
+    stt: EngineSource = DEFAULT_SPECS["stt"]
+    tts: EngineSource = DEFAULT_SPECS["tts"]
+    vad: EngineSource = DEFAULT_SPECS["vad"]  # or "none"
+    rewrite: EngineSource = DEFAULT_SPECS["rewrite"]
     iterations: int = 5
     warmup: int = 1
     fake_latency: dict[str, float] = field(default_factory=dict)  # seconds per fake stage
@@ -176,13 +186,14 @@ class BenchConfig:
             require_callgrind()
         if self.encode not in ENCODE_FORMATS:
             raise UsageError(f"unknown --encode {self.encode!r}", f"use one of {', '.join(ENCODE_FORMATS)}")
-        for role in ("stt", "tts", "rewrite"):
-            parse_spec(role, getattr(self, role))
-        if self.vad != "none":
-            parse_spec("vad", self.vad)
+        for role in ROLES:
+            source = getattr(self, role)
+            if isinstance(source, str) and not (role == "vad" and source == "none"):
+                parse_spec(role, source)
         if (
             "polish" in self.levels
             and "provider" in self.lanes
+            and isinstance(self.rewrite, str)
             and parse_spec("rewrite", self.rewrite).name != "openai"
         ):
             raise UsageError(
@@ -190,15 +201,34 @@ class BenchConfig:
                 "pass --rewrite openai:base_url=URL,model=NAME, or drop polish from --levels",
             )
 
+    def check_isolation(self) -> None:
+        """Engines given as objects must be able to cross into a lane's own process."""
+        for role in ROLES:
+            source = getattr(self, role)
+            if isinstance(source, str):
+                continue
+            if not callable(source) or hasattr(source, "info"):
+                raise UsageError(
+                    f"the {role} engine is an instance, which cannot move into a lane's own process",
+                    "pass its class or a module-level factory function, or run with isolate=False",
+                )
+            try:
+                pickle.dumps(source)
+            except Exception:
+                raise UsageError(
+                    f"the {role} engine factory {describe_source(source)} cannot be sent to a lane's process",
+                    "use a class or a module-level function (not a lambda or closure), or isolate=False",
+                ) from None
+
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: engines are not copied
         d["fixtures"] = str(self.fixtures) if self.fixtures else None
         d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
         d["fake_latency_ms"] = {k: v * 1000 for k, v in d.pop("fake_latency").items()}
         for k in ("lanes", "pipelines", "variants", "levels"):
             d[k] = list(d[k])
-        for role in ("stt", "tts", "vad", "rewrite"):  # api keys in specs never reach result files
-            d[role] = redact_spec(d[role])
+        for role in ROLES:  # api keys in specs never reach result files
+            d[role] = describe_source(d[role])
         return d
 
 
@@ -250,23 +280,25 @@ class EngineCache:
         self._warmed: set[str] = set()
 
     def get(
-        self, spec: EngineSpec, *, policy: str, warm: bool = True, **extra: Any
+        self, role: str, source: EngineSpec | EngineSource, *, policy: str, warm: bool = True
     ) -> tuple[Any, EngineRecord]:
-        """The engine for a spec, created once (load timed) and warmed up once before timed use."""
-        key = f"{spec.role}:{spec}:{sorted(extra.items())}"
+        """The engine for a spec (or factory, or instance), created once (load timed) and warmed
+        up once before timed use."""
+        label = str(source) if isinstance(source, EngineSpec) else describe_source(source)
+        key = f"{role}:{label}" if isinstance(source, EngineSpec | str) else f"{role}:{id(source)}"
         if key not in self._cache:
             t0 = time.perf_counter_ns()
             try:
-                engine = create_engine(spec, **extra)
+                engine, _ = resolve_engine(role, source)
             except VoxperfError:
                 raise
             except Exception as exc:  # an engine package failing to load is a provider problem
                 raise EngineError(
-                    f"{spec.role} engine {spec.name!r} failed to load: {exc}", "check its options"
+                    f"{role} engine {label!r} failed to load: {exc}", "check its options"
                 ) from exc
             record = EngineRecord(
                 **engine.info.to_dict(),
-                spec=str(spec),
+                spec=label,
                 selectionPolicy=policy,  # type: ignore[arg-type]
                 loadMs=(time.perf_counter_ns() - t0) / NS_PER_MS,
                 warmupMs=0.0,
@@ -304,7 +336,7 @@ def prepare_fixtures(config: BenchConfig, engines: EngineCache, warnings: list[s
         warnings.extend(found_warnings)
         return fixtures
     # built-in fixtures are synthesised with Piper (cached by content hash)
-    tts, _ = engines.get(parse_spec("tts", DEFAULT_SPECS["tts"]), policy="default", warm=False)
+    tts, _ = engines.get("tts", parse_spec("tts", DEFAULT_SPECS["tts"]), policy="default", warm=False)
     cache = config.cache_dir or default_cache_dir()
     return [make_fixture(v, tts, cache) for v in config.variants]
 
@@ -324,6 +356,8 @@ def run_bench(
     ``incomplete`` (a second Ctrl-C abandons the run)."""
     config.validate()
     fix_malloc_thresholds()  # this process and the lanes' alike: see voxperf.engines.alloc
+    if isolate:
+        config.check_isolation()
     if config.instrument == "instructions" and not isolate:
         raise UsageError("instruction counts need the lane in its own process", "run with isolate=True")
     created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -505,15 +539,17 @@ def lane_engines(
     if config.vad != "none":
         roles.append("vad")
     for role in roles:
+        source: EngineSpec | EngineSource
         if lane == "codepath":
             latency = config.fake_latency.get(role, 0.0)
-            spec = EngineSpec(role=role, name="fake", options={"latency": f"{latency}s"})
+            source = EngineSpec(role=role, name="fake", options={"latency": f"{latency}s"})
             policy = "forced"
         else:
-            text = getattr(config, role)
-            spec = parse_spec(role, text)
-            policy = "default" if text == DEFAULT_SPECS[role] else "forced"
-        engine, record = engines.get(spec, policy=policy)
+            source = getattr(config, role)
+            policy = "default" if source == DEFAULT_SPECS[role] else "forced"
+            if isinstance(source, str):
+                source = parse_spec(role, source)
+        engine, record = engines.get(role, source, policy=policy)
         made[role] = engine
         records.append(record)
     return made, records

@@ -18,6 +18,7 @@ import numpy as np
 import voxperf
 from voxperf.audio.pcm import Audio
 from voxperf.engines.base import EngineInfo, Role, Transcript
+from voxperf.engines.registry import EngineOption, EnginePlugin
 from voxperf.engines.rewrite.local import clean_text, normalize_level
 from voxperf.errors import UsageError
 
@@ -225,3 +226,47 @@ class FakeRewriter:
             return text
         _sleep(self.latency_s)
         return clean_text(text)
+
+
+_LATENCY = EngineOption("latency", "duration", "0", "simulated latency per call, e.g. 60ms")
+PLUGINS = [
+    EnginePlugin(
+        role="stt",
+        name="fake",
+        factory=FakeSTT,
+        summary="deterministic stand-in (codepath lane)",
+        is_fake=True,
+        options=(
+            _LATENCY,
+            EngineOption("text", "str", None, "fixed transcript (default: words by duration)"),
+        ),
+    ),
+    EnginePlugin(
+        role="tts",
+        name="fake",
+        factory=FakeTTS,
+        summary="deterministic stand-in (codepath lane)",
+        is_fake=True,
+        options=(
+            _LATENCY,
+            EngineOption("sample_rate", "int", "22050", "output sample rate in Hz"),
+            EngineOption("chunk_latency", "duration", None, "latency of each later chunk (default: latency)"),
+        ),
+    ),
+    EnginePlugin(
+        role="vad",
+        name="fake",
+        factory=FakeVAD,
+        summary="energy threshold stand-in",
+        is_fake=True,
+        options=(_LATENCY,),
+    ),
+    EnginePlugin(
+        role="rewrite",
+        name="fake",
+        factory=FakeRewriter,
+        summary="deterministic stand-in (codepath lane)",
+        is_fake=True,
+        options=(_LATENCY,),
+    ),
+]

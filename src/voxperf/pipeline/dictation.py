@@ -14,6 +14,7 @@ from typing import Any
 
 from voxperf.audio.codec import DEFAULT_MAX_DURATION_S, decode, encode, resample
 from voxperf.engines.base import Rewriter, Segment, STTEngine, VADEngine, check_cancelled
+from voxperf.engines.registry import EngineSource, resolve_engine
 from voxperf.errors import AudioError, UsageError
 from voxperf.pipeline.sinks import NullSink, TextSink
 from voxperf.trace.core import Clock, Trace, default_clock
@@ -73,10 +74,10 @@ class DictationPipeline:
 
     def __init__(
         self,
-        stt: STTEngine,
-        rewriter: Rewriter,
+        stt: STTEngine | EngineSource,
+        rewriter: Rewriter | EngineSource,
         *,
-        vad: VADEngine | None = None,
+        vad: VADEngine | EngineSource | None = None,
         sink: TextSink | None = None,
         encode_format: str = "flac",
         clock: Clock = default_clock,
@@ -89,9 +90,9 @@ class DictationPipeline:
             raise UsageError(
                 f"unknown encode format {encode_format!r}", f"use one of {', '.join(ENCODE_FORMATS)}"
             )
-        self.stt = stt
-        self.rewriter = rewriter
-        self.vad = vad
+        self.stt: STTEngine = resolve_engine("stt", stt)[0]  # an engine, a factory or a spec
+        self.rewriter: Rewriter = resolve_engine("rewrite", rewriter)[0]
+        self.vad: VADEngine | None = None if vad is None else resolve_engine("vad", vad)[0]
         self.sink: TextSink = sink if sink is not None else NullSink()
         self.encode_format = encode_format
         self.clock = clock

@@ -22,6 +22,7 @@ import numpy as np
 
 from voxperf.audio.pcm import Audio
 from voxperf.engines.base import TTSEngine, VADEngine
+from voxperf.engines.registry import EngineSource, resolve_engine
 from voxperf.errors import UsageError
 from voxperf.pipeline.sinks import AudioSink, NullAudioSink
 from voxperf.pipeline.units import DEFAULT_MAX_UNIT_CHARS, synthesis_units
@@ -76,16 +77,16 @@ class SpeechPipeline:
 
     def __init__(
         self,
-        tts: TTSEngine,
+        tts: TTSEngine | EngineSource,
         *,
         sink: AudioSink | None = None,
-        vad: VADEngine | None = None,
+        vad: VADEngine | EngineSource | None = None,
         clock: Clock = default_clock,
         max_unit_chars: int = DEFAULT_MAX_UNIT_CHARS,
     ) -> None:
-        self.tts = tts
+        self.tts: TTSEngine = resolve_engine("tts", tts)[0]  # an engine, a factory or a spec
         self.sink: AudioSink = sink if sink is not None else NullAudioSink()
-        self.vad = vad
+        self.vad: VADEngine | None = None if vad is None else resolve_engine("vad", vad)[0]
         self.clock = clock
         self.max_unit_chars = max_unit_chars
 

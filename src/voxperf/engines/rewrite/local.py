@@ -12,6 +12,7 @@ import re
 
 import voxperf
 from voxperf.engines.base import EngineInfo
+from voxperf.engines.registry import EnginePlugin
 from voxperf.errors import UsageError
 
 __all__ = ["LEVELS", "LocalRewriter", "clean_text", "normalize_level"]
@@ -105,3 +106,11 @@ class LocalRewriter:
             "processing level 'polish' needs an OpenAI-compatible endpoint",
             "pass --rewrite openai:base_url=...,model=... or set OPENAI_BASE_URL",
         )
+
+
+PLUGIN = EnginePlugin(
+    role="rewrite",
+    name="local",
+    factory=LocalRewriter,
+    summary="rule-based clean-up in process (raw and clean levels)",
+)

@@ -19,6 +19,7 @@ from typing import Any
 
 import voxperf
 from voxperf.engines.base import EngineInfo
+from voxperf.engines.registry import EngineOption, EnginePlugin
 from voxperf.engines.rewrite.local import LocalRewriter, normalize_level
 from voxperf.errors import EngineError, UsageError
 
@@ -176,3 +177,19 @@ class OpenAIChatRewriter:
                 "the endpoint must implement the OpenAI /chat/completions response format",
             )
         return content.strip()
+
+
+PLUGIN = EnginePlugin(
+    role="rewrite",
+    name="openai",
+    factory=OpenAIChatRewriter,
+    summary="an OpenAI-compatible chat completions endpoint (polish level; local servers too)",
+    options=(
+        EngineOption(
+            "base_url", "str", None, "endpoint, e.g. http://127.0.0.1:8080/v1 (default $OPENAI_BASE_URL)"
+        ),
+        EngineOption("model", "str", None, "model name (default $OPENAI_MODEL)"),
+        EngineOption("api_key", "str", None, "API key (default $OPENAI_API_KEY)", secret=True),
+        EngineOption("timeout_s", "float", 30, "request timeout in seconds"),
+    ),
+)

@@ -17,6 +17,7 @@ from voxperf.audio.pcm import Audio
 from voxperf.engines.base import EngineInfo, Segment, Transcript, check_cancelled
 from voxperf.engines.models import DEFAULT_WHISPER_MODEL, resolve_whisper_model
 from voxperf.engines.options import package_version, parse_bool
+from voxperf.engines.registry import EngineOption, EnginePlugin
 from voxperf.errors import Cancelled, DependencyMissingError, EngineError, UsageError
 
 __all__ = ["COMPUTE_TYPES", "DEVICES", "FasterWhisperSTT"]
@@ -201,3 +202,25 @@ class FasterWhisperSTT:
         rng = np.random.default_rng(0)
         noise = (rng.standard_normal(self.sample_rate) * 1e-3).astype(np.float32)
         self.transcribe(Audio(samples=noise, sample_rate=self.sample_rate))
+
+
+PLUGIN = EnginePlugin(
+    role="stt",
+    name="faster-whisper",
+    factory=FasterWhisperSTT,
+    summary="Whisper on CTranslate2 (bundled tiny.en, or any CTranslate2 Whisper model directory)",
+    requires=("faster_whisper",),
+    install="voxperf[whisper]",
+    options=(
+        EngineOption(
+            "model", "str", DEFAULT_WHISPER_MODEL, "model name (tiny.en bundled) or CTranslate2 directory"
+        ),
+        EngineOption("compute_type", "str", "int8", "CTranslate2 compute type", choices=COMPUTE_TYPES),
+        EngineOption("threads", "int", 0, "CPU threads (0 = CTranslate2's default)"),
+        EngineOption("beam_size", "int", 1, "beam size (1 = greedy decoding)"),
+        EngineOption("language", "str", "en", "language code, or auto to detect"),
+        EngineOption("device", "str", "cpu", "where the model runs", choices=DEVICES),
+        EngineOption("vad_filter", "bool", False, "faster-whisper's own Silero filter"),
+        EngineOption("num_workers", "int", 1, "parallel transcribe() calls the model serves"),
+    ),
+)

