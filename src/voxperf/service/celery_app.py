@@ -30,15 +30,19 @@ import socket
 import threading
 from typing import Any
 
-from celery import Celery, Task
-from kombu.exceptions import OperationalError
+from voxperf.extras import require_extra
 
-from voxperf.errors import ServiceUnavailableError
-from voxperf.service.jobs import JobRecords
-from voxperf.service.runtime import ServiceEngines
-from voxperf.service.settings import ServiceSettings
-from voxperf.service.worker import process_job
-from voxperf.trace.export import configure_timing_log
+require_extra("scale", "scale-out on a broker (voxperf serve --broker, voxperf worker)")
+
+from celery import Celery, Task  # noqa: E402
+from kombu.exceptions import OperationalError  # noqa: E402
+
+from voxperf.errors import ServiceUnavailableError  # noqa: E402
+from voxperf.service.jobs import JobRecords  # noqa: E402
+from voxperf.service.runtime import ServiceEngines  # noqa: E402
+from voxperf.service.settings import ServiceSettings  # noqa: E402
+from voxperf.service.worker import process_job  # noqa: E402
+from voxperf.trace.export import configure_timing_log  # noqa: E402
 
 __all__ = ["QUEUE", "TASK_NAME", "enqueue", "make_celery", "redact_url", "revoke", "run_worker"]
 

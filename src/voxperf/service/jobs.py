@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from voxperf.errors import ServiceUnavailableError, StorageFullError, UsageError
+from voxperf.extras import load
 
 __all__ = ["JOB_STATUSES", "MAX_ATTEMPTS", "SCHEMA_VERSION", "Job", "JobRecords", "new_job_id"]
 
@@ -125,7 +126,7 @@ class JobRecords:
         if conn is not None:
             return conn
         if self.postgres:
-            import psycopg
+            psycopg = load("psycopg", "scale", "a PostgreSQL job store")
 
             try:
                 conn = psycopg.connect(self.target, autocommit=True, connect_timeout=5)

@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from voxperf.extras import load
 from voxperf.trace.core import NO_PARENT, Trace
 
 __all__ = [
@@ -220,13 +221,11 @@ def _normalizer(name: str) -> Callable[[str], str]:
     if name == "whisper-english":
         # Whisper's English normaliser, as the Open ASR leaderboard scores: spelling, numbers,
         # contractions and titles ("Mr." = "mister") are standardised.
-        from whisper_normalizer.english import EnglishTextNormalizer
-
-        return EnglishTextNormalizer()  # type: ignore[no-any-return]
+        english = load("whisper_normalizer.english", "bench", "WER's Whisper normaliser")
+        return english.EnglishTextNormalizer()  # type: ignore[no-any-return]
     if name == "basic":
-        from whisper_normalizer.basic import BasicTextNormalizer  # language-agnostic
-
-        return BasicTextNormalizer()  # type: ignore[no-any-return]
+        basic = load("whisper_normalizer.basic", "bench", "WER's basic normaliser")  # any language
+        return basic.BasicTextNormalizer()  # type: ignore[no-any-return]
     if name == "none":
         return lambda text: text
     raise ValueError(f"unknown WER normalizer {name!r}; use one of {', '.join(NORMALIZERS)}")
@@ -283,7 +282,7 @@ def word_errors(reference: str, hypothesis: str, normalizer: str = DEFAULT_NORMA
         raise ValueError("WER is undefined for an empty reference transcript")
     if not hyp:
         return WordErrors(0, len(ref.split()), 0, 0)
-    import jiwer
+    jiwer = load("jiwer", "bench", "WER")
 
     out = jiwer.process_words(ref, hyp)
     return WordErrors(int(out.substitutions), int(out.deletions), int(out.insertions), int(out.hits))

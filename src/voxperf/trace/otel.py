@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from voxperf.errors import DependencyMissingError
+from voxperf.extras import missing_extra
 from voxperf.trace.core import NO_PARENT, Trace
 
 __all__ = ["OTelExporter"]
@@ -26,9 +26,7 @@ class OTelExporter:
         try:
             from opentelemetry import trace as otel_trace
         except ImportError as exc:
-            raise DependencyMissingError(
-                "OpenTelemetry export needs the opentelemetry-api package", "pip install opentelemetry-api"
-            ) from exc
+            raise missing_extra("otel", "OpenTelemetry export", "opentelemetry-api") from exc
         self._otel = otel_trace
         self.tracer = tracer or otel_trace.get_tracer("voxperf")
         # (epoch ns, monotonic ns) taken together: maps perf_counter_ns timestamps onto the wall clock

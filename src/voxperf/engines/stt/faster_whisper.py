@@ -92,7 +92,7 @@ class FasterWhisperSTT:
             from faster_whisper import WhisperModel
         except ImportError as exc:
             raise DependencyMissingError(
-                "the faster-whisper engine needs the faster-whisper package", "pip install faster-whisper"
+                "the faster-whisper engine needs the faster-whisper package", "pip install 'voxperf[whisper]'"
             ) from exc
 
         self._check_compute_type()

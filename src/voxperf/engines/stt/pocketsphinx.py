@@ -57,7 +57,7 @@ class PocketSphinxSTT:
             import pocketsphinx
         except ImportError as exc:
             raise DependencyMissingError(
-                "the pocketsphinx engine needs the pocketsphinx package", "pip install pocketsphinx"
+                "the pocketsphinx engine needs the pocketsphinx package", "pip install 'voxperf[pocketsphinx]'"
             ) from exc
         try:
             # loglevel FATAL: the decoder otherwise writes its configuration to stderr.

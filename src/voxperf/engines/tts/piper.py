@@ -86,7 +86,7 @@ class PiperTTS:
             from piper import SynthesisConfig
         except ImportError as exc:
             raise DependencyMissingError(
-                f"the piper engine needs the piper-tts package ({exc})", "pip install piper-tts"
+                f"the piper engine needs the piper-tts package ({exc})", "pip install 'voxperf[piper]'"
             ) from exc
         try:
             self._voice = _load_voice(

