@@ -24,9 +24,10 @@ OPTIONAL = ("faster_whisper", "piper", "pocketsphinx", "fastapi", "celery", "sou
 def core_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("core-venv")
     src = root / "src"  # a copy without the checkout's build artefacts or its .venv
-    shutil.copytree(
-        ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build", "__pycache__")
+    skip = shutil.ignore_patterns(
+        ".venv", ".git", ".*_cache", ".hypothesis", ".benchmarks", "*.egg-info", "build"
     )
+    shutil.copytree(ROOT, src, ignore=skip)
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     install = subprocess.run(
