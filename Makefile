@@ -48,7 +48,7 @@ benchmarks: setup
 	$(BIN)/python -m pytest benchmarks -p no:cacheprovider --benchmark-columns=min,median,max,rounds $(ARGS)
 
 schema: setup
-	$(BIN)/voxperf schema --output src/voxperf/schema/result-v2.schema.json
+	$(BIN)/voxperf schema --output src/voxperf/schema/result-v3.schema.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .benchmarks

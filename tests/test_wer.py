@@ -13,6 +13,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from tests.conftest import write_tone
 from voxperf.bench.runner import BenchConfig, run_bench
+from voxperf.bench.schema import SCHEMA_VERSION
 from voxperf.errors import UsageError
 from voxperf.trace.metrics import WordErrors, corpus_wer, normalize_transcript, wer, word_errors
 
@@ -176,4 +177,4 @@ def test_result_json_records_normaliser(tmp_path: Path) -> None:
     )
     data = json.loads(run_bench(config, isolate=False).result.model_dump_json())
     assert data["config"]["normalizer"] == "basic"
-    assert data["schemaVersion"] == 2
+    assert data["schemaVersion"] == SCHEMA_VERSION

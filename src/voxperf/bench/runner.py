@@ -60,6 +60,7 @@ from voxperf.bench.schema import (
     WerUtterance,
 )
 from voxperf.engines.alloc import fix_malloc_thresholds
+from voxperf.engines.models import hash_model_files
 from voxperf.engines.registry import (
     ROLES,
     EngineSource,
@@ -296,11 +297,14 @@ class EngineCache:
                 raise EngineError(
                     f"{role} engine {label!r} failed to load: {exc}", "check its options"
                 ) from exc
+            load_ms = (time.perf_counter_ns() - t0) / NS_PER_MS
+            info = engine.info
             record = EngineRecord(
-                **engine.info.to_dict(),
+                **info.to_dict(),
+                modelFiles=hash_model_files(info.weights or (info.model_path,)),
                 spec=label,
                 selectionPolicy=policy,  # type: ignore[arg-type]
-                loadMs=(time.perf_counter_ns() - t0) / NS_PER_MS,
+                loadMs=load_ms,
                 warmupMs=0.0,
             )
             self._cache[key] = (engine, record)

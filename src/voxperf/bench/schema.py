@@ -45,7 +45,7 @@ __all__ = [
     "parse_result",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_HISTORY: dict[int, str] = {
     1: "2026-11: first version. Lanes (provider, codepath) with raw per-request stage ns, "
     "per-fixture and byte-weighted aggregate summaries with bootstrap CIs, engines with versions "
@@ -63,6 +63,10 @@ SCHEMA_HISTORY: dict[int, str] = {
     "machine load, CPU frequency and governor are recorded; an interrupted run is marked "
     "incomplete. A lane records its instrument: wall time, or instructions per request counted by "
     "callgrind (codepath lane).",
+    3: "2026-12: provenance and plugins. Engines record modelFiles (sha256 of every weight file "
+    "that ran, from a package, a path or a cache); engines may come from installed plugins and "
+    "configs may name an engine factory (module:qualname) instead of a spec; any span is a metric "
+    "(<name>_ms; a sub-span <stage>.<name>_ms). The definitions of v2's numbers are unchanged.",
 }
 
 # What changed in the definitions of the numbers since each older version: a result of that
@@ -169,6 +173,7 @@ class EngineRecord(_Model):
     modelSource: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     isFake: bool = False
+    modelFiles: dict[str, str] = Field(default_factory=dict)  # file -> sha256 of the weights that ran
     spec: str
     selectionPolicy: Literal["default", "forced"]
     loadMs: float  # constructing the engine (loading weights), measured separately from runs
@@ -277,7 +282,7 @@ class ToolInfo(_Model):
 class BenchResult(_Model):
     """The whole result file of one ``voxperf bench`` run."""
 
-    schemaVersion: Literal[1, 2] = 2  # == SCHEMA_VERSION for new results; 1 still loads
+    schemaVersion: Literal[1, 2, 3] = 3  # == SCHEMA_VERSION for new results; 1 and 2 still load
     tool: ToolInfo
     createdAt: str
     config: dict[str, Any]

@@ -67,6 +67,9 @@ class EngineInfo:
     model_source: str | None = None  # "path" | "bundled:<package>" | "hf-cache" | None
     settings: dict[str, Any] = field(default_factory=dict)  # compute type, threads, beam size ...
     is_fake: bool = False
+    weights: tuple[
+        str, ...
+    ] = ()  # files or directories of the model (default: model_path), hashed in results
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -11,8 +11,10 @@ Nothing here downloads. The order is the same for every engine:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ __all__ = [
     "DEFAULT_PIPER_VOICE",
     "DEFAULT_WHISPER_MODEL",
     "ResolvedModel",
+    "hash_model_files",
     "piper_search_dirs",
     "resolve_piper_voice",
     "resolve_whisper_model",
@@ -163,3 +166,35 @@ def _hf_cache_file(repo_id: str, filename: str) -> Path | None:
     except Exception:
         return None
     return Path(found) if isinstance(found, str) else None
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: a process hashes once
+
+
+def _sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def hash_model_files(paths: Iterable[str | os.PathLike[str] | None]) -> dict[str, str]:
+    """``{file: sha256}`` of the model files at ``paths`` (every file under a directory, named
+    ``<dir>/<relative path>``): a result then names exactly which weights ran, wherever they came
+    from. Missing paths are skipped; hashes are cached per process by path, size and mtime."""
+    out: dict[str, str] = {}
+    for entry in paths:
+        if entry is None:
+            continue
+        path = Path(entry)
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                out[f"{path.name}/{file.relative_to(path).as_posix()}"] = _sha256(file)
+        elif path.is_file():
+            out[path.name] = _sha256(path)
+    return out

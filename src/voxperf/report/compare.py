@@ -338,8 +338,8 @@ def compare_results(
     gate = gate or GateConfig()
     skipped: list[str] = []
     redefined: frozenset[str] = frozenset()
-    if base.schemaVersion != head.schemaVersion:
-        redefined = REDEFINED_IN_V2
+    if min(base.schemaVersion, head.schemaVersion) < 2 <= max(base.schemaVersion, head.schemaVersion):
+        redefined = REDEFINED_IN_V2  # v3 added records, not definitions: v2 and v3 compare fully
         skipped.append(
             f"schema versions differ (base {base.schemaVersion}, head {head.schemaVersion}): "
             f"{', '.join(sorted(redefined))} and WER were redefined and are not compared"

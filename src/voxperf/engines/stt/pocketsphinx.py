@@ -57,7 +57,8 @@ class PocketSphinxSTT:
             import pocketsphinx
         except ImportError as exc:
             raise DependencyMissingError(
-                "the pocketsphinx engine needs the pocketsphinx package", "pip install 'voxperf[pocketsphinx]'"
+                "the pocketsphinx engine needs the pocketsphinx package",
+                "pip install 'voxperf[pocketsphinx]'",
             ) from exc
         try:
             # loglevel FATAL: the decoder otherwise writes its configuration to stderr.
@@ -86,6 +87,7 @@ class PocketSphinxSTT:
             model_path=hmm_path,
             model_source="bundled:pocketsphinx" if bundled else "path",
             settings={"lm": str(config["lm"]), "dict": str(config["dict"])},
+            weights=(hmm_path, str(config["lm"]), str(config["dict"])),
         )
 
     def transcribe(self, audio: Audio) -> Transcript:

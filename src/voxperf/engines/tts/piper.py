@@ -109,6 +109,7 @@ class PiperTTS:
             model=resolved.name,
             model_path=str(resolved.path),
             model_source=resolved.source,
+            weights=(str(resolved.path), f"{resolved.path}.json"),
             settings={
                 "length_scale": config.length_scale if length is None else length,
                 "noise_scale": config.noise_scale if noise is None else noise,

