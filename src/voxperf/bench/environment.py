@@ -78,8 +78,11 @@ def cpu_frequency() -> tuple[float | None, str | None]:
 
 def machine_info() -> dict[str, Any]:
     """CPU, cores, RAM, OS, Python, timer resolution, load and package versions."""
+    from voxperf.engines.registry import ROLES, engine_plugins
+
+    plugin_dists = {p.distribution for role in ROLES for p in engine_plugins(role).values() if p.distribution}
     packages = {}
-    for name in TRACKED_PACKAGES:
+    for name in (*TRACKED_PACKAGES, *sorted(plugin_dists - set(TRACKED_PACKAGES))):  # plugins' too
         try:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
