@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from voxperf.audio.pcm import (
         Audio as Audio,
     )
+    from voxperf.bench.ingest import (
+        result_from_traces as result_from_traces,
+    )
     from voxperf.bench.runner import (
         BenchConfig as BenchConfig,
     )
@@ -299,6 +302,15 @@ if TYPE_CHECKING:
     from voxperf.trace.metrics import (
         word_errors as word_errors,
     )
+    from voxperf.trace.otel import (
+        OTelCollector as OTelCollector,
+    )
+    from voxperf.trace.otel import (
+        OTelExporter as OTelExporter,
+    )
+    from voxperf.trace.otel import (
+        traces_from_otlp_json as traces_from_otlp_json,
+    )
     from voxperf.trace.stages import (
         ClientEvent as ClientEvent,
     )
@@ -410,6 +422,10 @@ _EXPORTS: dict[str, str] = {
     "decide": "voxperf.report.gate",
     "ResultStore": "voxperf.store.store",
     "open_store": "voxperf.store.config",
+    "result_from_traces": "voxperf.bench.ingest",
+    "traces_from_otlp_json": "voxperf.trace.otel",
+    "OTelExporter": "voxperf.trace.otel",
+    "OTelCollector": "voxperf.trace.otel",
 }
 
 __all__ = ["__version__", *_EXPORTS]

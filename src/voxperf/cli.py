@@ -516,6 +516,53 @@ def ab(
     )
 
 
+@app.command("from-otel")
+@handle_errors
+def from_otel(
+    files: Annotated[
+        list[Path], typer.Argument(help="OTLP/JSON trace exports (the Collector's file exporter)")
+    ],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result JSON here")] = None,
+    rename: Annotated[
+        str | None, typer.Option("--map", help="Span renames, e.g. llm_node=llm,tts_node=tts (=: drop)")
+    ] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="First requests per group kept as warm-up")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table")] = False,
+) -> None:
+    """Turn OpenTelemetry traces of your application into a voxperf result (compare, gate, report).
+
+    One trace = one request; its spans become stages (<name>_ms, nested ones <stage>.<name>_ms);
+    requests are grouped by the root span's voxperf.fixture attribute, else its name."""
+    from voxperf.bench.ingest import result_from_traces
+    from voxperf.bench.schema import default_result_path, dump_result
+    from voxperf.bench.table import render_result
+    from voxperf.trace.otel import traces_from_otlp_json
+
+    names: dict[str, str | None] = {}
+    for part in _csv(rename or "", "--map") if rename else []:
+        old, sep, new = part.partition("=")
+        if not sep or not old.strip():
+            raise UsageError(
+                f"bad --map entry {part!r}", "write otel_name=voxperf_name (empty to drop the span)"
+            )
+        names[old.strip()] = new.strip() or None
+    traces = []
+    for path in files:
+        try:
+            traces += traces_from_otlp_json(path.read_bytes(), names=names or None)
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}", "check the path") from exc
+        except ValueError as exc:
+            raise UsageError(f"{path}: {exc}", "pass an OTLP/JSON trace export (resourceSpans)") from exc
+    result = result_from_traces(traces, source=", ".join(str(f) for f in files), warmup=warmup)
+    if not quiet:
+        render_result(result, _stderr())
+    output = output or default_result_path(result)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    dump_result(result, output)
+    _stderr().print(f"{len(traces)} traced request(s): result written to {output}")
+
+
 @app.command("bench-worker", hidden=True)
 def bench_worker() -> None:
     """A paired-run worker: JSON lines over stdio (started by voxperf ab, not by people)."""
@@ -539,7 +586,7 @@ def _run_bench_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from voxperf.bench.runner import run_bench
-    from voxperf.bench.schema import dump_result
+    from voxperf.bench.schema import default_result_path, dump_result
     from voxperf.bench.table import render_result
     from voxperf.trace.export import chrome_trace, write_ndjson
 
@@ -571,9 +618,7 @@ def _run_bench_command(
         render_result(result, console)
     # results first: whatever else fails, measured numbers are not lost
     if output is None and not json_out:
-        commit = (result.git.commit or "nogit")[:12]
-        stamp = result.createdAt.replace(":", "").replace("-", "")
-        output = Path(".voxperf") / "runs" / f"{stamp}-{commit}-{os.getpid()}.json"  # unique per run
+        output = default_result_path(result)
         output.parent.mkdir(parents=True, exist_ok=True)
     text = dump_result(result, output)
     if output is not None:

@@ -1048,7 +1048,14 @@ def _summaries(
     records: list[RunRecord], fixtures: list[Fixture], *, only: tuple[str, ...] | None = None
 ) -> list[GroupSummary]:
     """Per-fixture summaries and the aggregate over fixtures weighted by audio duration."""
-    weights = {f.name: float(f.duration_s) for f in fixtures}
+    return summarize_records(records, {f.name: float(f.duration_s) for f in fixtures}, only=only)
+
+
+def summarize_records(
+    records: list[RunRecord], weights: dict[str, float], *, only: tuple[str, ...] | None = None
+) -> list[GroupSummary]:
+    """Per-fixture summaries of measured records and the aggregate over fixtures with ``weights``
+    (bench: audio duration), per pipeline and level."""
     measured = [r for r in records if not r.warmup]
     groups: dict[tuple[str, str | None], dict[str, list[RunRecord]]] = {}
     for r in measured:

@@ -38,6 +38,7 @@ __all__ = [
     "SummaryRecord",
     "WerRecord",
     "WerUtterance",
+    "default_result_path",
     "definitions_label",
     "dump_result",
     "json_schema",
@@ -66,7 +67,9 @@ SCHEMA_HISTORY: dict[int, str] = {
     3: "2026-12: provenance and plugins. Engines record modelFiles (sha256 of every weight file "
     "that ran, from a package, a path or a cache); engines may come from installed plugins and "
     "configs may name an engine factory (module:qualname) instead of a spec; any span is a metric "
-    "(<name>_ms; a sub-span <stage>.<name>_ms). The definitions of v2's numbers are unchanged.",
+    "(<name>_ms; a sub-span <stage>.<name>_ms). Pipeline 'app': requests traced in an application "
+    "(e.g. OpenTelemetry spans ingested by voxperf), whose cpuNs is null (not measured) and whose "
+    "fixtures are request groups. The definitions of v2's numbers are unchanged.",
 }
 
 # What changed in the definitions of the numbers since each older version: a result of that
@@ -81,7 +84,7 @@ LANES = ("provider", "codepath")
 PIPELINES = ("dictation", "speech")
 
 Lane = Literal["provider", "codepath"]
-Pipeline = Literal["dictation", "speech"]
+Pipeline = Literal["dictation", "speech", "app"]  # app (v3): requests traced in the user's own application
 
 
 class _Model(BaseModel):
@@ -127,7 +130,7 @@ class RunRecord(_Model):
     stagesNs: dict[str, int]
     totalNs: int
     totalStageNs: int
-    cpuNs: int
+    cpuNs: int | None  # None (v3): not measured (requests traced elsewhere, e.g. ingested from OTel)
     metrics: dict[str, float | None] = Field(default_factory=dict)
     events: dict[str, int] = Field(default_factory=dict)  # event name -> ns after request start
 
@@ -207,6 +210,7 @@ class Resources(_Model):
     # v2: CPU seconds other processes used on the machine meanwhile (otherCpuS / wallS = cores
     # they kept busy); the gate's comparability check reads it
     otherCpuS: float | None = None
+    measured: bool = True  # v3: False for requests traced elsewhere (only wallS is known)
     # v2: seconds the lane's threads waited for a CPU (schedstat run delay): the contention it met
     runDelayS: float | None = None
 
@@ -353,6 +357,13 @@ def load_result(path: str | Path) -> BenchResult:
             f"{p} is not valid JSON: {exc}", "the file is truncated or not a voxperf result"
         ) from exc
     return parse_result(data, source=str(p))
+
+
+def default_result_path(result: BenchResult, directory: Path = Path(".voxperf") / "runs") -> Path:
+    """Where a result goes when no ``--output`` is given: ``<time>-<commit>-<pid>.json``, unique per run."""
+    commit = (result.git.commit or "nogit")[:12]
+    stamp = result.createdAt.replace(":", "").replace("-", "")
+    return directory / f"{stamp}-{commit}-{os.getpid()}.json"
 
 
 def dump_result(result: BenchResult, path: str | Path | None = None) -> str:

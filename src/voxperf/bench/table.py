@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from voxperf.bench.catalog import catalogue_order, is_span_metric
 from voxperf.bench.schema import BenchResult, LaneResult, SummaryRecord, definitions_label
 
 __all__ = ["format_value", "render_result"]
@@ -104,7 +105,7 @@ def _lane_table(lane: LaneResult) -> Table:
     flagged = {(f.pipeline, f.level, f.fixture, f.metric, f.kind) for f in lane.flags if f.metric}
     for g in lane.summaries:
         if g.fixture is None:
-            rows = DICTATION_ROWS if g.pipeline == "dictation" else SPEECH_ROWS
+            rows = _rows(g.pipeline, set(g.metrics))
             table.add_row(Text(g.pipeline + (f" · {g.level}" if g.level else ""), style="bold cyan"))
             for metric in rows:
                 s = g.metrics.get(metric)
@@ -131,16 +132,33 @@ def _lane_table(lane: LaneResult) -> Table:
         f"{e.role}={e.name}" + (f"({e.model})" if e.model else "") + f" load {e.loadMs:.0f} ms"
         for e in lane.engines
     )
+    usage = (
+        f"peak RSS {r.peakRssBytes / 2**20:.0f} MiB · CPU {r.cpuUserS + r.cpuSystemS:.1f} s "
+        f"({r.cpuPercent:.0f}% of one core) over {r.wallS:.1f} s"
+        if r.measured
+        else f"memory and CPU not measured (requests traced in another process) · {r.wallS:.1f} s of requests"
+    )
     table.caption = (
         "p95/p99 need n≥40/n≥200 (effective) samples; CI = 95% of the p50; aggregates: quantiles of "
         "the fixtures' mixture weighted by audio duration; noisy = the CI is wider than a change the "
         "gate flags; wer = corpus WER (Σ edits ÷ Σ reference words"
         + (f", {lane.wer[0].normalizer} normaliser" if lane.wer else "")
         + ")\n"
-        f"peak RSS {r.peakRssBytes / 2**20:.0f} MiB · CPU {r.cpuUserS + r.cpuSystemS:.1f} s "
-        f"({r.cpuPercent:.0f}% of one core) over {r.wallS:.1f} s · {engines}"
+        f"{usage}" + (f" · {engines}" if engines else "")
     )
     return table
+
+
+def _rows(pipeline: str, present: set[str]) -> list[str]:
+    """The rows of a pipeline's table: its standard ones, with any custom stage (a span of the
+    user's own, e.g. ``stt.punctuate_ms``) before ``total_ms``; every metric for traced apps."""
+    ordered = catalogue_order(present)
+    if pipeline not in ("dictation", "speech"):
+        return ordered
+    rows = list(DICTATION_ROWS if pipeline == "dictation" else SPEECH_ROWS)
+    custom = [m for m in ordered if m not in rows and is_span_metric(m) and m != "total_stage_ms"]
+    at = rows.index("total_ms")
+    return [*rows[:at], *custom, *rows[at:]]
 
 
 def _wer_row(table: Table, lane: LaneResult, level: str | None) -> None:

@@ -117,12 +117,23 @@ class Trace:
         """A context manager timing one stage; nests inside any span already open."""
         return Span(self, name, attrs)
 
-    def add_span(self, name: str, start_ns: int, end_ns: int, attrs: dict[str, Any] | None = None) -> Span:
-        """Record a span measured elsewhere (e.g. by a server) with explicit timestamps."""
+    def add_span(
+        self,
+        name: str,
+        start_ns: int,
+        end_ns: int,
+        attrs: dict[str, Any] | None = None,
+        *,
+        parent: int | None = None,
+    ) -> Span:
+        """Record a span measured elsewhere (e.g. by a server) with explicit timestamps, nested in
+        the open span, or in ``trace.spans[parent]`` (``NO_PARENT``: top level) when given."""
         if end_ns < start_ns:
             raise ValueError(f"span {name!r} ends before it starts ({end_ns} < {start_ns})")
+        if parent is not None and not NO_PARENT <= parent < len(self.spans):
+            raise ValueError(f"span {name!r} names parent {parent}, which is not a span of this trace")
         span = Span(self, name, attrs)
-        span.parent = self._open
+        span.parent = self._open if parent is None else parent
         span.start_ns = start_ns
         span.end_ns = end_ns
         self.spans.append(span)
