@@ -42,6 +42,7 @@ from voxperf import __version__
 from voxperf.bench.catalog import catalogue_order, is_stage_metric
 from voxperf.bench.instructions import callgrind_command
 from voxperf.bench.runner import BenchConfig, EngineCache, Progress, prepare_fixtures
+from voxperf.bench.schedule import round_jobs, rounds
 from voxperf.bench.worker import PROTOCOL, config_to_wire
 from voxperf.engines.registry import redact_spec
 from voxperf.errors import UsageError, WorkerError
@@ -288,15 +289,6 @@ class PairedRun:
         }
 
 
-def _jobs(config: BenchConfig, fixtures: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
-    jobs: list[tuple[str, str, str | None]] = []
-    if "dictation" in config.pipelines:
-        jobs += [("dictation", f["name"], level) for f in fixtures for level in config.levels]
-    if "speech" in config.pipelines:
-        jobs += [("speech", f["name"], None) for f in fixtures if f.get("text")]
-    return jobs
-
-
 @contextlib.contextmanager
 def _shared_fixtures(config: BenchConfig) -> Iterator[BenchConfig]:
     """Both sides measure the same audio files: built-in fixtures are made (or found in the cache)
@@ -496,7 +488,7 @@ def _run_lane(
     clock: Callable[[], float],
     out: tuple[Any, ...],
 ) -> str:
-    pairs, texts, references, workers, failures, rounds = out
+    pairs, texts, references, workers, failures, rounds_done = out
     counting = config.instrument == "instructions"
     started: dict[str, _Worker] = {}
     try:
@@ -552,15 +544,45 @@ def _run_lane(
             if f.get("text"):
                 references[f["name"]] = f["text"]
         base_name = {f["name"]: by_sha[f["sha256"]] for f in fixtures}
-        jobs = _jobs(config, fixtures)
+        jobs = round_jobs(
+            config.pipelines, config.levels, [(f["name"], bool(f.get("text"))) for f in fixtures]
+        )
         failed: set[tuple[str, str]] = set()
         per_round = 2 * len(jobs)
         if progress:
             progress(f"{lane} lane · paired", 0, per_round * (config.warmup + config.iterations))
-        stop = "iterations"
-        measured = 0
-        for r in range(10**9):
-            warm = r < config.warmup
+        stop = ["iterations"]
+
+        def more(measured: int) -> bool:
+            """Whether another measured round runs: the fixed count, then the looks of the sequential rule."""
+            rounds_done[lane] = measured
+            if measured == 0:
+                return True
+            if counting:
+                return False  # counts repeat exactly: one round decides
+            if deadline is not None and clock() >= deadline:
+                stop[0] = "budget"
+                return False
+            if measured < config.iterations:
+                return True
+            if target_ci is None and deadline is None:
+                return False  # a fixed number of rounds
+            if (measured - config.iterations) % LOOK_EVERY:
+                return True
+            lane_pairs = {g: v for g, v in pairs.items() if g[0] == lane}
+            changes = gated_changes(lane_pairs, texts, references, gate, config.normalizer)
+            if not changes:
+                return True
+            if decide(changes, alpha=gate.alpha).status in ("pass", "fail"):
+                stop[0] = "decided"
+                return False
+            if target_ci is not None and all(c.half_width <= target_ci for c in changes if c.kind == "ratio"):
+                stop[0] = "target"
+                return False
+            return True
+
+        for rnd in rounds(warmup=config.warmup, iterations=config.iterations, more=more):
+            r, warm = rnd.index, rnd.warm
             for j, (pipeline, fixture, level) in enumerate(jobs):
                 if (pipeline, fixture) in failed:
                     continue
@@ -600,32 +622,7 @@ def _run_lane(
                     for label in ("base", "head"):
                         if got[label].get("text") is not None:
                             said[label].append(str(got[label]["text"]))
-            if warm:
-                continue
-            measured += 1
-            rounds[lane] = measured
-            if counting:
-                break  # counts repeat exactly: one round decides
-            if deadline is not None and clock() >= deadline:
-                stop = "budget"
-                break
-            if measured < config.iterations:
-                continue
-            if target_ci is None and deadline is None:
-                break  # a fixed number of rounds
-            if (measured - config.iterations) % LOOK_EVERY:
-                continue
-            lane_pairs = {g: v for g, v in pairs.items() if g[0] == lane}
-            changes = gated_changes(lane_pairs, texts, references, gate, config.normalizer)
-            if not changes:
-                continue
-            if decide(changes, alpha=gate.alpha).status in ("pass", "fail"):
-                stop = "decided"
-                break
-            if target_ci is not None and all(c.half_width <= target_ci for c in changes if c.kind == "ratio"):
-                stop = "target"
-                break
-        return stop
+        return stop[0]
     finally:
         for worker in started.values():
             worker.close()

@@ -43,6 +43,7 @@ from voxperf.bench.instructions import (
     require_callgrind,
     spawn_under_callgrind,
 )
+from voxperf.bench.schedule import round_jobs, rounds
 from voxperf.bench.schema import (
     LANES,
     PIPELINES,
@@ -743,25 +744,16 @@ def _schedule(
     speech: SpeechPipeline | None,
     more: Callable[[int], bool] | None = None,
 ) -> Iterator[tuple[int, bool, str, Job]]:
-    """Every request of a lane in order: per iteration, each fixture × level, then speech.
-
-    Without ``more``, ``config.iterations`` measured iterations; with it, another iteration starts
-    while ``more(measured so far)`` says so (the target-CI and time-budget rule)."""
-    it = 0
-    while True:
-        measured = max(0, it - config.warmup)
-        warm = it < config.warmup
-        if not warm and not (more(measured) if more is not None else measured < config.iterations):
-            return
-        phase = "warm-up" if warm else f"iteration {measured + 1}/{config.iterations}"
-        if dictation is not None:
-            for fx in fixtures:
-                for level in config.levels:
-                    yield it, warm, phase, ("dictation", fx, level)
-        if speech is not None:
-            for fx in speech_fixtures:
-                yield it, warm, phase, ("speech", fx, None)
-        it += 1
+    """Every request of a lane in order (the schedule of :mod:`voxperf.bench.schedule`), with its
+    round: ``config.iterations`` measured rounds, or while ``more(measured so far)`` says so (the
+    target-CI and time-budget rule)."""
+    pipelines = [p for p, pipeline in (("dictation", dictation), ("speech", speech)) if pipeline is not None]
+    by_name = {fx.name: fx for fx in fixtures}
+    with_text = {fx.name for fx in speech_fixtures}
+    jobs = round_jobs(pipelines, config.levels, [(fx.name, fx.name in with_text) for fx in fixtures])
+    for rnd in rounds(warmup=config.warmup, iterations=config.iterations, more=more):
+        for pipeline, name, level in jobs:
+            yield rnd.index, rnd.warm, rnd.phase, (pipeline, by_name[name], level)
 
 
 # the metrics --target-ci waits for (the gate's wall-clock headline metrics)
