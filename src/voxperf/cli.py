@@ -41,6 +41,11 @@ StoreOpt = Annotated[
     typer.Option("--store", help="Store location: a directory or git+URL (default: config, .voxperf/store)"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout")]
+BaseOpt = Annotated[Path | None, typer.Option("--base", help="Base result file")]
+BaseCommitOpt = Annotated[
+    str | None, typer.Option("--base-commit", help="Base commit: its stored baseline (or nearest ancestor's)")
+]
+RepoOpt = Annotated[Path, typer.Option(help="The project's git repository")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -640,13 +645,7 @@ def _run_bench_command(
             raise UsageError(
                 "--store needs a git checkout: the result records no commit", "run inside the repository"
             )
-        if result.git.dirty and not allow_dirty:
-            raise UsageError(
-                "--store refuses a dirty working tree: the result would be filed under a commit "
-                "it does not match",
-                "commit or stash your changes, or pass --allow-dirty",
-            )
-        for put in store.put(result, pr=pr):
+        for put in store.put(result, pr=pr, allow_dirty=allow_dirty):
             console.print(f"store: {put.status} {put.key.relpath}")
     failures = outcome.failures
     if failures:
@@ -910,108 +909,6 @@ def store_verify(
         raise PartialFailure(f"the store has {len(report.problems)} problem(s)", "see the list above")
 
 
-def _comparison(
-    head: Path,
-    base: Path | None,
-    base_commit: str | None,
-    store: str | None,
-    repo: Path,
-    trend: int,
-    pr: int | None,
-    resamples: int,
-    gate_metrics: str | None = None,
-) -> tuple[Any, Any, list[Any], Any]:
-    """Load head, base (file or store baseline) and trend; compare. Shared by compare, gate, report.
-
-    Returns (comparison, comparison vs the previous trend run or None, trend runs, base result or None)."""
-    from voxperf.bench.schema import load_result
-    from voxperf.report.compare import Comparison, compare_results, thresholds_from_config
-    from voxperf.report.gate import GateDecision, gate_config_from
-    from voxperf.report.sources import baseline_from_store, trend_from_store
-    from voxperf.store.config import project_config
-
-    head_result = load_result(head)
-    config, _ = project_config()
-    thresholds = thresholds_from_config(config)
-    gate_config = gate_config_from(config.get("gate", {}), gate_metrics)
-    globs = config.get("attribution", {})
-    if not isinstance(globs, dict) or not all(
-        isinstance(v, list) and all(isinstance(g, str) for g in v) for v in globs.values()
-    ):
-        raise UsageError(
-            "[tool.voxperf.attribution] must map stage names to lists of globs", 'e.g. stt = ["src/stt/**"]'
-        )
-    if (base is None) == (base_commit is None):
-        raise UsageError(
-            "give exactly one of --base FILE or --base-commit SHA", "e.g. --base-commit origin/main"
-        )
-    opened = None
-    if base_commit is not None:
-        opened = _open(store)
-    elif trend > 0:  # the trend is context: without a store there is simply none
-        from voxperf.errors import StoreError
-
-        try:
-            opened = _open(store)
-        except StoreError:
-            opened = None
-    base_result: Any
-    if base is not None:
-        base_result, mode, label = load_result(base), None, str(base)
-    else:
-        assert opened is not None and base_commit is not None
-        base_result, mode, label = baseline_from_store(opened, base_commit, repo, list(head_result.lanes))
-    trend_runs = (
-        trend_from_store(opened, limit=trend, repo=repo, pr=pr) if (opened is not None and trend > 0) else []
-    )
-    head_label = (head_result.git.commit or str(head))[:12]
-    if base_result is None:
-        empty = Comparison(
-            label,
-            head_label,
-            [],
-            [],
-            [],
-            [],
-            [f"no baseline found for {label}: nothing compared"],
-            baseline_mode="missing",
-            decision=GateDecision("nothing compared", [], [f"no baseline found for {label}"]),
-        )
-        return empty, None, trend_runs, None
-    comparison = compare_results(
-        base_result,
-        head_result,
-        thresholds=thresholds,
-        base_label=label,
-        head_label=head_label,
-        repo=repo if (repo / ".git").exists() else None,
-        globs=globs,
-        resamples=resamples,
-        gate=gate_config,
-    )
-    comparison.baseline_mode = mode
-    previous = [r for _, r in trend_runs if r.git.commit != head_result.git.commit]
-    vs_trend = None
-    if previous:
-        vs_trend = compare_results(
-            previous[-1],
-            head_result,
-            thresholds=thresholds,
-            resamples=resamples,
-            base_label="previous run",
-            head_label=head_label,
-            gate=gate_config,
-        )
-    return comparison, vs_trend, trend_runs, base_result
-
-
-BaseOpt = Annotated[Path | None, typer.Option("--base", help="Base result file")]
-BaseCommitOpt = Annotated[
-    str | None, typer.Option("--base-commit", help="Base commit: its stored baseline (or nearest ancestor's)")
-]
-RepoOpt = Annotated[Path, typer.Option(help="The project's git repository")]
-
-
 @app.command()
 @handle_errors
 def compare(
@@ -1030,9 +927,10 @@ def compare(
 ) -> None:
     """Compare a head result with a base: deltas with CIs and verdicts, regressions first."""
     from voxperf.report.render import render_json, render_markdown, render_terminal, trend_points
+    from voxperf.report.sources import load_comparison
 
     check_output_paths((markdown, "--markdown"))
-    comparison, vs_trend, trend_runs, _ = _comparison(
+    comparison, vs_trend, trend_runs, _ = load_comparison(
         head, base, base_commit, store, repo, trend, pr, resamples
     )
     if markdown is not None:
@@ -1064,13 +962,15 @@ def gate(
 ) -> None:
     """Decide on the headline metrics: exit 1 on a regression, 6 when not comparable, 4 when nothing
     was compared, else 0 (pass, or inconclusive: too noisy to tell)."""
+    from voxperf.report.sources import load_comparison
     from voxperf.report.verdict import decision_terminal
 
-    comparison, _, _, _ = _comparison(
+    comparison, _, _, _ = load_comparison(
         head, base, base_commit, store, repo, 0, None, resamples, gate_metrics=gate_metrics
     )
     console = _stderr(max_width=100)
     decision = comparison.decision
+    assert decision is not None  # load_comparison always decides (the gate configuration is the project's)
     decision_terminal(decision, console)
     for s in comparison.skipped:
         console.print(f"not compared: {s}", markup=False)
@@ -1129,9 +1029,10 @@ def report(
 ) -> None:
     """Render the PR report (Markdown) and optionally post it as one sticky PR comment."""
     from voxperf.report.render import render_markdown, trend_points
+    from voxperf.report.sources import load_comparison
 
     check_output_paths((markdown, "--markdown"), (html_out, "--html"))
-    comparison, vs_trend, trend_runs, base_result = _comparison(
+    comparison, vs_trend, trend_runs, base_result = load_comparison(
         head, base, base_commit, store, repo, trend, pr, resamples
     )
     paragraph = None

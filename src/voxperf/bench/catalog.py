@@ -17,12 +17,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from voxperf.trace.stages import Stage
+from voxperf.trace.stages import DICTATION_STAGES, SPEECH_STAGES, Stage
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "DICTATION_ROWS",
+    "HEADLINE_METRICS",
     "METRIC_BETTER",
     "METRIC_UNITS",
+    "SPEECH_ROWS",
     "STAGE_THRESHOLDS",
     "Better",
     "Thresholds",
@@ -67,6 +70,33 @@ METRIC_BETTER: dict[str, Better] = {
 
 
 _BUILTIN_STAGES = frozenset(f"{s.value}_ms" for s in Stage)
+
+# the rows a pipeline's table shows, in order: its stages (from the Stage enum), then its totals
+DICTATION_ROWS: tuple[str, ...] = (
+    *(f"{s.value}_ms" for s in DICTATION_STAGES),
+    *("total_ms", "overhead_ms", "cpu_ms", "stt_rtfx", "stt_rtfx_trimmed", "instructions"),
+)
+SPEECH_ROWS: tuple[str, ...] = (
+    "ttfa_ms",
+    "first_chunk_ms",
+    *(f"{s.value}_ms" for s in SPEECH_STAGES),
+    *("total_ms", "overhead_ms", "cpu_ms", "rtfx", "streaming_efficiency", "stall_count", "stall_ms"),
+    *("prebuffer_ms", "instructions"),
+)
+# what a report shows even when unchanged: what users of each pipeline watch first
+HEADLINE_METRICS: tuple[str, ...] = (
+    "total_ms",
+    "ttfa_ms",
+    f"{Stage.STT.value}_ms",
+    f"{Stage.REWRITE.value}_ms",
+    f"{Stage.ENCODE.value}_ms",
+    f"{Stage.SYNTHESIZE.value}_ms",
+    "overhead_ms",
+    "wer",
+    "stt_rtfx",
+    "rtfx",
+    "streaming_efficiency",
+)
 
 
 def is_span_metric(name: str) -> bool:

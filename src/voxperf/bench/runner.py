@@ -61,6 +61,7 @@ from voxperf.bench.schema import (
     WerUtterance,
 )
 from voxperf.engines.alloc import fix_malloc_thresholds
+from voxperf.engines.base import LEVELS
 from voxperf.engines.models import hash_model_files
 from voxperf.engines.registry import (
     ROLES,
@@ -100,7 +101,6 @@ __all__ = [
     "run_bench",
 ]
 
-LEVELS = ("raw", "clean", "polish")
 DEFAULT_SPECS = {"stt": "faster-whisper", "tts": "piper", "vad": "silero", "rewrite": "local"}
 FAKE_STAGES = {"stt": "stt", "tts": "tts", "synthesize": "tts", "vad": "vad", "rewrite": "rewrite"}
 

@@ -8,42 +8,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from voxperf.bench.catalog import catalogue_order, is_span_metric
+from voxperf.bench.catalog import DICTATION_ROWS, SPEECH_ROWS, catalogue_order, is_span_metric
 from voxperf.bench.schema import BenchResult, LaneResult, SummaryRecord, definitions_label
 
 __all__ = ["format_value", "render_result"]
-
-DICTATION_ROWS = (
-    "decode_ms",
-    "resample_ms",
-    "vad_ms",
-    "encode_ms",
-    "stt_ms",
-    "rewrite_ms",
-    "paste_ms",
-    "total_ms",
-    "overhead_ms",
-    "cpu_ms",
-    "stt_rtfx",
-    "stt_rtfx_trimmed",
-    "instructions",
-)
-SPEECH_ROWS = (
-    "ttfa_ms",
-    "first_chunk_ms",
-    "synthesize_ms",
-    "sink_ms",
-    "total_ms",
-    "overhead_ms",
-    "cpu_ms",
-    "rtfx",
-    "streaming_efficiency",
-    "stall_count",
-    "stall_ms",
-    "prebuffer_ms",
-    "instructions",
-)
-
 
 TOO_FEW = "n too small"
 

@@ -20,6 +20,7 @@ from voxperf.audio.pcm import Audio
 from voxperf.errors import Cancelled
 
 __all__ = [
+    "LEVELS",
     "EngineInfo",
     "Rewriter",
     "STTEngine",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 Role = Literal["stt", "tts", "vad", "rewrite"]
+LEVELS: tuple[str, ...] = ("raw", "clean", "polish")  # the dictation app's processing levels
 T = TypeVar("T")
 
 _cancel: ContextVar[threading.Event | None] = ContextVar("voxperf_cancel", default=None)

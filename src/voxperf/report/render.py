@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from voxperf.bench.catalog import unit_of
+from voxperf.bench.catalog import HEADLINE_METRICS, unit_of
 from voxperf.bench.schema import BenchResult
 from voxperf.bench.table import format_value
 from voxperf.report.compare import Comparison, MetricComparison
@@ -31,19 +31,7 @@ __all__ = [
 
 COMMENT_MARKER = "<!-- voxperf-report -->"
 _ICON = {"regression": "🔴", "improvement": "🟢", "unchanged": "⚪", "inconclusive": "🟡"}
-_HEADLINE = (
-    "total_ms",
-    "ttfa_ms",
-    "stt_ms",
-    "rewrite_ms",
-    "encode_ms",
-    "synthesize_ms",
-    "overhead_ms",
-    "wer",
-    "stt_rtfx",
-    "rtfx",
-    "streaming_efficiency",
-)
+_HEADLINE = HEADLINE_METRICS
 
 
 @dataclass(frozen=True, slots=True)

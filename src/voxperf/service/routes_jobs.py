@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from voxperf.audio.codec import decode
+from voxperf.engines.base import LEVELS as ALL_LEVELS
 from voxperf.errors import VoxperfError
 from voxperf.service.http import ApiError, error_responses
 from voxperf.service.jobs import JOB_STATUSES, Job, JobRecords, new_job_id
@@ -23,7 +24,7 @@ from voxperf.service.state import ServiceState, get_state, get_tenant, not_drain
 __all__ = ["admit", "router"]
 
 router = APIRouter()
-LEVELS = ("raw", "clean")
+LEVELS = tuple(level for level in ALL_LEVELS if level != "polish")  # polish needs an LLM endpoint
 
 
 def _busy(message: str, retry_after_s: int) -> ApiError:

@@ -321,13 +321,26 @@ class ResultStore:
     # ---------------------------------------------------------------- write
 
     def put(
-        self, result: BenchResult, *, pr: int | None = None, commit: str | None = None
+        self,
+        result: BenchResult,
+        *,
+        pr: int | None = None,
+        commit: str | None = None,
+        allow_dirty: bool = True,
     ) -> list[PutOutcome]:
         """Store each lane of ``result`` under (commit, lane[, PR]); identical content is a no-op.
 
         ``commit`` defaults to the commit recorded in the result. A conflict in any lane refuses
-        the whole put before anything is written.
+        the whole put before anything is written. ``allow_dirty=False`` refuses a result measured
+        on a working tree with uncommitted changes (it would be filed under a commit it does not
+        match): what ``voxperf bench --store`` asks for unless told ``--allow-dirty``.
         """
+        if result.git.dirty and not allow_dirty:
+            raise UsageError(
+                "the store refuses a result measured on a dirty working tree: it would be filed under a "
+                "commit it does not match",
+                "commit or stash your changes, or pass --allow-dirty",
+            )
         sha = commit or result.git.commit
         if sha is None:
             raise StoreError(

@@ -11,13 +11,12 @@ from __future__ import annotations
 import re
 
 import voxperf
-from voxperf.engines.base import EngineInfo
+from voxperf.engines.base import LEVELS, EngineInfo
 from voxperf.engines.registry import EnginePlugin
 from voxperf.errors import UsageError
 
 __all__ = ["LEVELS", "LocalRewriter", "clean_text", "normalize_level"]
 
-LEVELS: tuple[str, ...] = ("raw", "clean", "polish")
 
 # Hesitation sounds, as whole words only ("um" but not "umbrella", "er" but not "her" or "error").
 _FILLER_WORDS = r"(?:u+m+|u+h+|e+r+m+|e+r+|a+h+|h+m+|m+h+m+)"
