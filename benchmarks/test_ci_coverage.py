@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from tests.test_stats import (
+from tests.conftest import (
     SCENARIOS,
     Bimodal,
     Gamma,

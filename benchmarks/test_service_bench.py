@@ -156,10 +156,9 @@ def test_service_worker_processes_scale(tmp_path: Path) -> None:
     import uuid
 
     import pytest
-    from tests.test_job_records import drop_schema, pg_url, postgres_schema
-    from tests.test_service_celery import BROKER, _rabbitmq_up
+    from tests.conftest import BROKER, drop_schema, pg_url, postgres_schema, rabbitmq_up
 
-    if not _rabbitmq_up():
+    if not rabbitmq_up():
         pytest.skip(f"no RabbitMQ at {BROKER}")
     engines = ServiceEngines()
     engines.load(ServiceSettings())

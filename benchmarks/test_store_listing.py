@@ -19,7 +19,7 @@ def test_list_10000_results(tmp_path: Path) -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.test_store import make_result
+    from tests.conftest import make_result
 
     one = split_lanes(make_result("0" * 40))["provider"]
     root = tmp_path / "store"

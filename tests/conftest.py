@@ -1,20 +1,27 @@
-"""Shared test helpers: the real CLI as a subprocess, small audio fixtures on disk, and a real
-``voxperf serve`` app on loopback (uvicorn in a thread) with fake engines."""
+"""Shared test helpers: the real CLI as a subprocess, small audio fixtures on disk, a real
+``voxperf serve`` app on loopback (uvicorn in a thread) with fake engines, result documents, git
+repositories, the PostgreSQL and RabbitMQ of the machine, Chromium, and the simulated latency
+populations of the statistics tests (benchmarks/ uses them too)."""
 
 from __future__ import annotations
 
 import copy
 import io
+import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -223,3 +230,235 @@ def synthetic(
     if lane != "codepath":
         data["lanes"] = {lane: {**data["lanes"]["codepath"], "lane": lane}}
     return parse_result(data)
+
+
+# ---- shared by several test modules and benchmarks/ --------------------------------------------
+
+
+def normal_cdf(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+@dataclass(frozen=True)
+class Lognormal:
+    """Lognormal latency with the given mean and coefficient of variation."""
+
+    mean: float
+    cv: float
+
+    @property
+    def _mu_sigma(self) -> tuple[float, float]:
+        sigma = math.sqrt(math.log1p(self.cv**2))
+        return math.log(self.mean) - sigma**2 / 2, sigma
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.lognormal(*self._mu_sigma, n)
+
+    def cdf(self, x: float) -> float:
+        mu, sigma = self._mu_sigma
+        return 0.0 if x <= 0 else normal_cdf((math.log(x) - mu) / sigma)
+
+
+@dataclass(frozen=True)
+class Gamma:
+    """Gamma latency with the given mean and an integer shape k (CV = 1 / sqrt(k))."""
+
+    mean: float
+    k: int
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.gamma(self.k, self.mean / self.k, n)
+
+    def cdf(self, x: float) -> float:
+        if x <= 0:
+            return 0.0
+        y = x * self.k / self.mean
+        term = total = 1.0
+        for i in range(1, self.k):
+            term *= y / i
+            total += term
+        return 1.0 - math.exp(-y) * total
+
+
+@dataclass(frozen=True)
+class Bimodal:
+    """A normal mode with a slower second mode (e.g. an occasional cache miss)."""
+
+    fast: tuple[float, float]
+    slow: tuple[float, float]
+    p_slow: float
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        slow = rng.random(n) < self.p_slow
+        return np.where(slow, rng.normal(*self.slow, n), rng.normal(*self.fast, n))
+
+    def cdf(self, x: float) -> float:
+        (m1, s1), (m2, s2) = self.fast, self.slow
+        return (1 - self.p_slow) * normal_cdf((x - m1) / s1) + self.p_slow * normal_cdf((x - m2) / s2)
+
+
+@dataclass(frozen=True)
+class ShiftedExp:
+    """A floor plus exponential waiting time."""
+
+    floor: float
+    mean: float
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self.floor + rng.exponential(self.mean, n)
+
+    def cdf(self, x: float) -> float:
+        return 0.0 if x <= self.floor else 1.0 - math.exp(-(x - self.floor) / self.mean)
+
+
+Population = Lognormal | Gamma | Bimodal | ShiftedExp
+
+
+def true_mixture_quantile(pops: Sequence[Population], weights: Sequence[float], q: float) -> float:
+    """The q quantile of the population mixture, by bisection on its CDF."""
+    total = sum(weights)
+
+    def cdf(x: float) -> float:
+        return sum(w * p.cdf(x) for p, w in zip(pops, weights, strict=True)) / total
+
+    lo, hi = -1e3, 1.0
+    while cdf(hi) < q:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        lo, hi = (lo, mid) if cdf(mid) >= q else (mid, hi)
+    return hi
+
+
+# Fixtures with different weights (audio durations) and different latency distributions. In
+# "short+medium" latency grows with duration, so the aggregate p50 lies in the longer fixture's
+# lower half; in "2 equal, apart" it lies in the gap between two fixtures of equal weight.
+SCENARIOS: dict[str, tuple[list[Population], list[float]]] = {
+    "2 fixtures 40/60": ([Lognormal(100, 0.10), Gamma(110, 16)], [0.4, 0.6]),
+    "short+medium 3s/10s": ([Gamma(300, 16), Lognormal(1000, 0.15)], [3.0, 10.0]),
+    "4 mixed 1/1/2/3": (
+        [Lognormal(50, 0.40), Gamma(60, 16), Bimodal((55, 3), (80, 5), 0.3), ShiftedExp(40, 15)],
+        [1.0, 1.0, 2.0, 3.0],
+    ),
+    "3 equal": ([Lognormal(100, 0.20), Gamma(100, 16), ShiftedExp(80, 20)], [1.0, 1.0, 1.0]),
+    "2 equal, apart": ([Lognormal(100, 0.10), Gamma(200, 16)], [1.0, 1.0]),
+}
+
+
+def start_serve(
+    job_dir: Path, port: int, workers: int, stt: str = "fake:latency=0.6s"
+) -> subprocess.Popen[bytes]:
+    """``voxperf serve`` on fake engines, stderr piped (read it after the process ended)."""
+    voxperf = str(Path(sys.executable).parent / "voxperf")
+    proc = subprocess.Popen(
+        [
+            voxperf,
+            "serve",
+            "--port",
+            str(port),
+            "--stt",
+            stt,
+            "--tts",
+            "fake",
+            "--workers",
+            str(workers),
+            "--job-dir",
+            str(job_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+
+
+def make_result(
+    commit: str | None = None, *, created: str = "2026-11-21T00:00:00Z", stt: float = 10.0
+) -> BenchResult:
+    data = minimal_result()
+    data["createdAt"] = created
+    data["git"]["commit"] = commit
+    provider = copy.deepcopy(data["lanes"]["codepath"])
+    provider["lane"] = "provider"
+    provider["label"] = "provider lane"
+    provider["runs"][0]["metrics"]["stt_ms"] = stt
+    data["lanes"]["provider"] = provider
+    return parse_result(data)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        [*GIT, "-C", str(repo), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def commit(repo: Path, msg: str) -> str:
+    git(repo, "commit", "--allow-empty", "-q", "-m", msg)
+    return git(repo, "rev-parse", "HEAD")
+
+
+BROKER = os.environ.get("VOXPERF_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def rabbitmq_up() -> bool:
+    host_port = BROKER.split("@")[-1].split("/")[0]
+    host, _, port = host_port.partition(":")
+    try:
+        with socket.create_connection((host, int(port or 5672)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+PG_URL = os.environ.get("VOXPERF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_schema() -> str | None:
+    """A fresh schema on the test PostgreSQL, or None (with the reason printed) when there is none."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=3) as conn:
+            name = f"vx_{uuid.uuid4().hex[:12]}"
+            conn.execute(f"CREATE SCHEMA {name}")
+            return name
+    except Exception as exc:  # no server, no database, no permission: the PostgreSQL cases skip
+        print(f"PostgreSQL at {PG_URL} unavailable: {exc}")
+        return None
+
+
+def drop_schema(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def pg_url(schema: str) -> str:
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,37 +11,21 @@ from voxperf.report.compare import compare_results
 from voxperf.report.html import render_html
 from voxperf.report.render import trend_points
 
-from .conftest import synthetic
+from .conftest import ARGS, CHROMIUM, synthetic
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
 )
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
 
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 def _with_summaries(result):
     """Synthetic results carry no summaries; give them aggregate p95s for the timeline."""
-    from voxperf.audio.fixtures import Fixture
-    from voxperf.bench.runner import _summaries
+    from voxperf.bench.runner import summarize_records
 
-    fixtures = [
-        Fixture(f.name, Path(f.name), None, f.durationS, f.sampleRate, f.bytes, f.sha256)
-        for f in result.fixtures
-    ]
+    weights = {f.name: f.durationS for f in result.fixtures}
     lane = result.lanes["codepath"]
-    lane = lane.model_copy(update={"summaries": _summaries(lane.runs, fixtures)})
+    lane = lane.model_copy(update={"summaries": summarize_records(lane.runs, weights)})
     return result.model_copy(update={"lanes": {"codepath": lane}})
 
 

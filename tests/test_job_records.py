@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -13,32 +12,7 @@ import pytest
 from voxperf.errors import UsageError
 from voxperf.service.jobs import MAX_ATTEMPTS, SCHEMA_VERSION, Job, JobRecords
 
-PG_URL = os.environ.get("VOXPERF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def postgres_schema() -> str | None:
-    """A fresh schema on the test PostgreSQL, or None (with the reason printed) when there is none."""
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=3) as conn:
-            name = f"vx_{uuid.uuid4().hex[:12]}"
-            conn.execute(f"CREATE SCHEMA {name}")
-            return name
-    except Exception as exc:  # no server, no database, no permission: the PostgreSQL cases skip
-        print(f"PostgreSQL at {PG_URL} unavailable: {exc}")
-        return None
-
-
-def drop_schema(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {name} CASCADE")
-
-
-def pg_url(schema: str) -> str:
-    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+from .conftest import PG_URL, drop_schema, pg_url, postgres_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,25 +19,12 @@ import pytest
 from voxperf.service.app import ServiceSettings
 from voxperf.service.jobs import JobRecords
 
-from .conftest import fake_engines, serve_app, tone
-from .test_job_records import drop_schema, pg_url, postgres_schema
-
-BROKER = os.environ.get("VOXPERF_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
-
-
-def _rabbitmq_up() -> bool:
-    host_port = BROKER.split("@")[-1].split("/")[0]
-    host, _, port = host_port.partition(":")
-    try:
-        with socket.create_connection((host, int(port or 5672)), timeout=2):
-            return True
-    except OSError:
-        return False
+from .conftest import BROKER, drop_schema, fake_engines, pg_url, postgres_schema, rabbitmq_up, serve_app, tone
 
 
 @pytest.fixture
 def scale_out(tmp_path: Path) -> Iterator[tuple[ServiceSettings, dict[str, str]]]:
-    if not _rabbitmq_up():
+    if not rabbitmq_up():
         pytest.skip(f"no RabbitMQ at {BROKER} (set VOXPERF_TEST_BROKER_URL)")
     schema = postgres_schema()
     if schema is None:

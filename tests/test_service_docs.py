@@ -8,8 +8,11 @@ import pytest
 
 from voxperf.service.app import ServiceSettings
 
-from .conftest import fake_engines, serve_app
-from .test_html import ARGS, CHROMIUM, playwright
+from .conftest import ARGS, CHROMIUM, fake_engines, serve_app
+
+playwright = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
 

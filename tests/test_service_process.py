@@ -2,55 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from .conftest import free_port, tone
-
-
-def start(job_dir: Path, port: int, workers: int, stt: str = "fake:latency=0.6s") -> subprocess.Popen[bytes]:
-    """``voxperf serve`` on fake engines, stderr piped (read it after the process ended)."""
-    voxperf = str(Path(sys.executable).parent / "voxperf")
-    proc = subprocess.Popen(
-        [
-            voxperf,
-            "serve",
-            "--port",
-            str(port),
-            "--stt",
-            stt,
-            "--tts",
-            "fake",
-            "--workers",
-            str(workers),
-            "--job-dir",
-            str(job_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+from .conftest import free_port, start_serve, tone
 
 
 def test_sigterm_drains_and_restart_completes_everything(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start(tmp_path, port, workers=1)
+    proc = start_serve(tmp_path, port, workers=1)
     try:
         ids = [httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}).json()["id"] for _ in range(4)]
         deadline = time.monotonic() + 20
@@ -70,7 +34,7 @@ def test_sigterm_drains_and_restart_completes_everything(tmp_path: Path) -> None
     assert statuses[0] == "done" and "queued" in statuses[1:]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start(tmp_path, port, workers=2)
+    proc = start_serve(tmp_path, port, workers=2)
     try:
         deadline = time.monotonic() + 30
         while {httpx.get(f"{url}/v1/jobs/{i}").json()["status"] for i in ids} != {"done"}:

@@ -34,8 +34,7 @@ from voxperf.trace.export import (
     pipeline_timing_event,
 )
 
-from .conftest import fake_engines, free_port, serve_app, tone
-from .test_service_process import start
+from .conftest import fake_engines, free_port, serve_app, start_serve, tone
 
 PHRASE = "First sentence here. A second one. And a third."
 
@@ -270,7 +269,7 @@ def test_serve_writes_the_exporters_pipeline_timing_line_on_stderr(tmp_path: Pat
     canary = "zanzibar-canary-quokka"  # the fake STT's transcript: it must never reach a timing line
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start(tmp_path, port, workers=1, stt=f"fake:text={canary}")
+    proc = start_serve(tmp_path, port, workers=1, stt=f"fake:text={canary}")
     try:
         job = httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", tone())}, data={"level": "clean"}).json()
         undecodable = b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 10  # passes the probe, fails to decode

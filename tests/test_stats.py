@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -36,6 +35,8 @@ from voxperf.bench.stats import (
     summarize,
     summarize_weighted,
 )
+
+from .conftest import SCENARIOS, true_mixture_quantile
 
 FAST = settings(max_examples=60, deadline=None)
 SLOW = settings(max_examples=20, deadline=None)  # examples that run a bootstrap
@@ -670,116 +671,6 @@ def test_summarize_weighted_follows_the_heavier_fixture_and_never_averages_perce
 
 
 # --- coverage --------------------------------------------------------------------------------
-
-
-def _phi(z: float) -> float:
-    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
-
-
-@dataclass(frozen=True)
-class Lognormal:
-    """Lognormal latency with the given mean and coefficient of variation."""
-
-    mean: float
-    cv: float
-
-    @property
-    def _mu_sigma(self) -> tuple[float, float]:
-        sigma = math.sqrt(math.log1p(self.cv**2))
-        return math.log(self.mean) - sigma**2 / 2, sigma
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return rng.lognormal(*self._mu_sigma, n)
-
-    def cdf(self, x: float) -> float:
-        mu, sigma = self._mu_sigma
-        return 0.0 if x <= 0 else _phi((math.log(x) - mu) / sigma)
-
-
-@dataclass(frozen=True)
-class Gamma:
-    """Gamma latency with the given mean and an integer shape k (CV = 1 / sqrt(k))."""
-
-    mean: float
-    k: int
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return rng.gamma(self.k, self.mean / self.k, n)
-
-    def cdf(self, x: float) -> float:
-        if x <= 0:
-            return 0.0
-        y = x * self.k / self.mean
-        term = total = 1.0
-        for i in range(1, self.k):
-            term *= y / i
-            total += term
-        return 1.0 - math.exp(-y) * total
-
-
-@dataclass(frozen=True)
-class Bimodal:
-    """A normal mode with a slower second mode (e.g. an occasional cache miss)."""
-
-    fast: tuple[float, float]
-    slow: tuple[float, float]
-    p_slow: float
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        slow = rng.random(n) < self.p_slow
-        return np.where(slow, rng.normal(*self.slow, n), rng.normal(*self.fast, n))
-
-    def cdf(self, x: float) -> float:
-        (m1, s1), (m2, s2) = self.fast, self.slow
-        return (1 - self.p_slow) * _phi((x - m1) / s1) + self.p_slow * _phi((x - m2) / s2)
-
-
-@dataclass(frozen=True)
-class ShiftedExp:
-    """A floor plus exponential waiting time."""
-
-    floor: float
-    mean: float
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return self.floor + rng.exponential(self.mean, n)
-
-    def cdf(self, x: float) -> float:
-        return 0.0 if x <= self.floor else 1.0 - math.exp(-(x - self.floor) / self.mean)
-
-
-Population = Lognormal | Gamma | Bimodal | ShiftedExp
-
-
-def true_mixture_quantile(pops: Sequence[Population], weights: Sequence[float], q: float) -> float:
-    """The q quantile of the population mixture, by bisection on its CDF."""
-    total = sum(weights)
-
-    def cdf(x: float) -> float:
-        return sum(w * p.cdf(x) for p, w in zip(pops, weights, strict=True)) / total
-
-    lo, hi = -1e3, 1.0
-    while cdf(hi) < q:
-        hi *= 2.0
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        lo, hi = (lo, mid) if cdf(mid) >= q else (mid, hi)
-    return hi
-
-
-# Fixtures with different weights (audio durations) and different latency distributions. In
-# "short+medium" latency grows with duration, so the aggregate p50 lies in the longer fixture's
-# lower half; in "2 equal, apart" it lies in the gap between two fixtures of equal weight.
-SCENARIOS: dict[str, tuple[list[Population], list[float]]] = {
-    "2 fixtures 40/60": ([Lognormal(100, 0.10), Gamma(110, 16)], [0.4, 0.6]),
-    "short+medium 3s/10s": ([Gamma(300, 16), Lognormal(1000, 0.15)], [3.0, 10.0]),
-    "4 mixed 1/1/2/3": (
-        [Lognormal(50, 0.40), Gamma(60, 16), Bimodal((55, 3), (80, 5), 0.3), ShiftedExp(40, 15)],
-        [1.0, 1.0, 2.0, 3.0],
-    ),
-    "3 equal": ([Lognormal(100, 0.20), Gamma(100, 16), ShiftedExp(80, 20)], [1.0, 1.0, 1.0]),
-    "2 equal, apart": ([Lognormal(100, 0.10), Gamma(200, 16)], [1.0, 1.0]),
-}
 
 
 def test_aggregate_p50_ci_covers_the_true_mixture_median_at_five_samples_per_fixture() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 import os
@@ -17,41 +16,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voxperf.bench.schema import BenchResult, parse_result
 from voxperf.errors import StoreConflictError, StoreError, UsageError
 from voxperf.store.backend import LocalBackend, atomic_create
 from voxperf.store.config import open_store, store_location
 from voxperf.store.keys import StoreKey, parse_relpath
 from voxperf.store.store import ResultStore, nearest_persisted
 
-from .conftest import minimal_result
-
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
-
-
-def make_result(
-    commit: str | None = None, *, created: str = "2026-11-21T00:00:00Z", stt: float = 10.0
-) -> BenchResult:
-    data = minimal_result()
-    data["createdAt"] = created
-    data["git"]["commit"] = commit
-    provider = copy.deepcopy(data["lanes"]["codepath"])
-    provider["lane"] = "provider"
-    provider["label"] = "provider lane"
-    provider["runs"][0]["metrics"]["stt_ms"] = stt
-    data["lanes"]["provider"] = provider
-    return parse_result(data)
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        [*GIT, "-C", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def commit(repo: Path, msg: str) -> str:
-    git(repo, "commit", "--allow-empty", "-q", "-m", msg)
-    return git(repo, "rev-parse", "HEAD")
+from .conftest import commit, git, make_result
 
 
 @pytest.fixture

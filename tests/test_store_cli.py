@@ -8,8 +8,7 @@ from pathlib import Path
 from voxperf.bench.schema import dump_result
 from voxperf.errors import ExitCode
 
-from .conftest import run_cli
-from .test_store import commit, git, make_result
+from .conftest import commit, git, make_result, run_cli
 
 
 def test_put_get_ls_baseline_verify(tmp_path: Path) -> None:
