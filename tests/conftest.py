@@ -346,9 +346,10 @@ SCENARIOS: dict[str, tuple[list[Population], list[float]]] = {
 
 
 def start_serve(
-    job_dir: Path, port: int, workers: int, stt: str = "fake:latency=0.6s"
+    job_dir: Path, port: int, workers: int, stt: str = "fake:latency=0.6s", log: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """``voxperf serve`` on fake engines, stderr piped (read it after the process ended)."""
+    """``voxperf serve`` on fake engines, stderr piped (read it after the process ended), or into
+    ``log`` for a server that answers many requests (a full pipe would stop it)."""
     voxperf = str(Path(sys.executable).parent / "voxperf")
     proc = subprocess.Popen(
         [
@@ -366,7 +367,7 @@ def start_serve(
             str(job_dir),
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.PIPE if log is None else log.open("wb"),
         env={**os.environ, "NO_COLOR": "1"},
     )
     deadline = time.monotonic() + 60

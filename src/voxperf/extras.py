@@ -22,6 +22,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "multipart", "prometheus_client", "fastapi_offline"),
     "scale": ("celery", "psycopg"),
     "otel": ("opentelemetry",),
+    "load": ("locust", "gevent"),
 }
 
 

@@ -163,13 +163,13 @@ def parse_percent(text: str | None, option: str) -> float | None:
     return value / 100
 
 
-def parse_budget_s(text: str) -> float:
+def parse_budget_s(text: str, option: str = "--max-time") -> float:
     """ "300s", "5min", "1.5h" -> seconds."""
     import re
 
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*(s|sec|m|min|h)\s*", text.lower())
     if match is None or float(match.group(1)) <= 0:
-        raise UsageError(f"bad --max-time {text!r}", "give a positive duration with a unit: 300s, 5min, 1h")
+        raise UsageError(f"bad {option} {text!r}", "give a positive duration with a unit: 300s, 5min, 1h")
     scale = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[match.group(2)]
     return float(match.group(1)) * scale
 
