@@ -175,3 +175,40 @@ def test_bad_load_input_is_a_one_line_error(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "unknown load scenario 'dance'" in unknown.stderr
     slo = run_cli("load", "get", "--target", "http://127.0.0.1:9", "--rate", "1", "--slo", "p95<1")
     assert slo.returncode == 2 and "bad SLO" in slo.stderr
+
+
+def test_a_scaling_curve_and_a_capacity_search_on_a_server_of_known_capacity(
+    server: str, tone_dir: Path, tmp_path: Path
+) -> None:
+    """The server transcribes 4 at a time in 50 ms each (at most ~80 requests/s, less overheads)."""
+    curve = _load(
+        tmp_path,
+        "scaling",
+        "transcribe",
+        "--target",
+        server,
+        "--concurrency",
+        "1,2,4",
+        "--duration",
+        "2s",
+        "--fixtures",
+        str(tone_dir),
+    )
+    rows = curve["scaling"]
+    assert [r["concurrency"] for r in rows] == [1, 2, 4] and rows[0]["scalingFactor"] == pytest.approx(1.0)
+    assert rows[1]["throughputRps"] > 1.5 * rows[0]["throughputRps"]  # 4 slots: 2 users nearly double it
+    assert all(r["errorRate"] == 0 for r in rows)
+    cap = _load(
+        tmp_path,
+        "capacity",
+        "transcribe",
+        *("--target", server, "--rate", "10", "--duration", "2s", "--fixtures", str(tone_dir)),
+        *("--find-capacity", "--slo", "latency_p50=150ms", "--max-load", "640", "--tolerance", "0.3"),
+        *("--timeout", "5s", "--min-requests", "20"),
+    )
+    best, worst = cap["capacity"]["bracket"]
+    assert best is not None and best >= 20  # 20 requests/s of 50 ms on 4 slots: nowhere near full
+    assert worst is None or worst > best
+    assert cap["capacity"]["capacity"] == best and len(cap["runs"]) == len(cap["capacity"]["points"])
+    failing = [p for p in cap["capacity"]["points"] if not p["passed"]]
+    assert all(p["reasons"] for p in failing)  # every failed point says why

@@ -129,3 +129,10 @@ def test_the_report_separates_latency_from_intended_start_and_service_time() -> 
     assert report.windows[0]["requests"] == 9 and report.consistency["throughput_min_max"] == pytest.approx(
         9 / 10
     )
+
+
+def test_slos_on_counts_and_maxima_need_no_unit() -> None:
+    (stalls,) = parse_slos("stall_count_max=0")
+    assert stalls == SLO("stall_count", "max", 0.0) and str(stalls) == "stall_count_max<=0"
+    with pytest.raises(ValueError, match="bad SLO"):
+        parse_slos("ttfa_p90=800ms")  # no p90 is computed: refused rather than never met

@@ -7,13 +7,18 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from voxperf.cli._common import app, csv_items, handle_errors, stderr
 from voxperf.errors import UsageError
+
+if TYPE_CHECKING:
+    from voxperf.load.capacity import Judgement
+    from voxperf.load.plan import LoadPlan
+    from voxperf.load.report import SLO, LoadReport
 
 
 @app.command()
@@ -23,7 +28,8 @@ def load(
     target: Annotated[str, typer.Option(help="Base URL of the service, e.g. http://127.0.0.1:8000")],
     rate: Annotated[float | None, typer.Option(help="Open model: requests per second offered")] = None,
     concurrency: Annotated[
-        int | None, typer.Option(help="Closed model: this many users, one request at a time each")
+        str | None,
+        typer.Option(help="Closed model: users, one request at a time each; 1,2,4,8 = a scaling curve"),
     ] = None,
     arrival: Annotated[
         str, typer.Option(help="Open model arrivals: constant | poisson | gamma")
@@ -56,6 +62,19 @@ def load(
         Path | None, typer.Option("--output", "-o", help="Write the load result JSON here")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result JSON on stdout")] = False,
+    find_capacity: Annotated[
+        bool, typer.Option(help="Search the highest --rate (or --concurrency) meeting every --slo")
+    ] = False,
+    max_load: Annotated[
+        float, typer.Option(help="Capacity search: highest rate or concurrency to try")
+    ] = 1000.0,
+    runs_per_point: Annotated[int, typer.Option(min=1, help="Capacity search: runs at each point")] = 1,
+    tolerance: Annotated[
+        float, typer.Option(help="Capacity search: stop when the bracket is this close")
+    ] = 0.1,
+    min_requests: Annotated[
+        int, typer.Option(help="Capacity search: lengthen low-rate points to this many requests (p95: 40)")
+    ] = 40,
 ) -> None:
     """Load-test a voice service: open-model arrivals (or closed-model users) on Locust, every
     request timed from its intended start, reported with CIs, errors by class and late starts."""
@@ -64,8 +83,15 @@ def load(
     from voxperf.extras import require_extra
     from voxperf.load.arrivals import PROCESSES
     from voxperf.load.plan import LoadPlan
-    from voxperf.load.report import build_report, parse_slos
-    from voxperf.load.runner import check_target, plan_fixtures, result_document, run_load
+    from voxperf.load.report import parse_slos
+    from voxperf.load.runner import (
+        check_target,
+        measure,
+        plan_fixtures,
+        result_document,
+        scaling_rows,
+        with_load,
+    )
     from voxperf.load.scenarios import SCENARIOS
 
     if scenario not in SCENARIOS:
@@ -76,6 +102,16 @@ def load(
         raise UsageError(
             "give exactly one of --rate (open model) or --concurrency (closed model)", "e.g. --rate 5"
         )
+    levels: list[int] = []
+    if concurrency is not None:
+        try:
+            levels = [int(c) for c in csv_items(concurrency, "--concurrency")]
+        except ValueError:
+            raise UsageError(f"bad --concurrency {concurrency!r}", "give users, e.g. 4 or 1,2,4,8") from None
+        if any(c < 1 for c in levels):
+            raise UsageError("--concurrency must be at least 1", "e.g. --concurrency 1,2,4,8")
+    if find_capacity and not slo:
+        raise UsageError("--find-capacity needs at least one --slo", "e.g. --slo latency_p95=5s")
     if arrival not in PROCESSES:
         raise UsageError(f"unknown --arrival {arrival!r}", f"use one of {', '.join(PROCESSES)}")
     check_target(target, allow_remote=allow_remote)
@@ -108,7 +144,7 @@ def load(
                 "ramp_to": ramp_to,
                 "seed": seed,
             },
-            concurrency=concurrency,
+            concurrency=levels[0] if levels else None,
             duration_s=duration_s,
             max_requests=max_requests,
             generators=workers,
@@ -122,24 +158,92 @@ def load(
         raise UsageError(str(exc), "see voxperf load --help") from None
     with tempfile.TemporaryDirectory(prefix="voxperf-load-") as tmp:
         workdir = Path(tmp) if output is None else output.with_suffix(".locust")
-        run = run_load(plan, workdir, web_ui=web_ui)
-        report = build_report(
-            run.samples,
-            scenario=scenario,
-            offered_rate=rate,
-            concurrency=concurrency,
-            duration_s=duration_s,
-            slos=slos,
-            late_ms=late_ms,
-        )
-        doc = result_document(plan, report, run)
-    _print_report(report, doc)
+        if find_capacity:
+            doc = _capacity(plan, workdir, slos, late_ms, max_load, runs_per_point, tolerance, min_requests)
+        elif len(levels) > 1:
+            reports = []
+            for c in levels:
+                report, run = measure(
+                    with_load(plan, concurrency=c), workdir / f"c{c}", slos=slos, late_ms=late_ms
+                )
+                reports.append(report)
+                _print_report(report)
+            doc = result_document(plan, reports[-1], run)
+            doc["mode"] = "scaling"
+            doc["runs"] = [r.to_dict() for r in reports]
+            doc["scaling"] = scaling_rows(reports)
+        else:
+            report, run = measure(plan, workdir, slos=slos, late_ms=late_ms, web_ui=web_ui)
+            doc = result_document(plan, report, run)
     text = json.dumps(doc, indent=2)
-    if output is not None:
+    if output is not None:  # results first: a closed terminal or pipe cannot lose them
         output.write_text(text + "\n")
-        stderr().print(f"load result written to {output} (Locust's CSV and logs in {workdir})")
     if json_out:
         sys.stdout.write(text + "\n")
+    console = stderr()
+    if "report" in doc and "mode" not in doc:
+        _print_report_dict(doc["report"])
+    rows: Any = doc.get("scaling", [])
+    for row in rows:
+        console.print(
+            f"  scaling: {row['concurrency']:>3} users  {row['throughputRps']:8.2f}/s  "
+            f"p50 {row['latencyP50Ms'] or 0:8.1f} ms  factor {row['scalingFactor'] or 0:.2f}",
+            soft_wrap=True,
+        )
+    if "capacity" in doc:
+        cap: Any = doc["capacity"]
+        points, stopped = len(cap["points"]), cap["stopped"]
+        console.print(f"capacity: {cap['capacity']} (bracket {cap['bracket']}, {points} points, {stopped})")
+    if output is not None:
+        console.print(f"load result written to {output} (Locust's CSV and logs in {workdir})")
+
+
+def _capacity(
+    plan: LoadPlan,
+    workdir: Path,
+    slos: list[SLO],
+    late_ms: float,
+    maximum: float,
+    runs: int,
+    tolerance: float,
+    min_requests: int,
+) -> dict[str, object]:
+    """Capacity search over the plan's rate (open model) or user count (closed model)."""
+    from voxperf.load.capacity import judge, search_capacity
+    from voxperf.load.runner import measure, with_load
+
+    open_model = plan.arrivals is not None
+    reports: list[dict[str, object]] = []
+
+    def run_point(load: float) -> list[Judgement]:
+        out = []
+        for i in range(runs):
+            at = (
+                with_load(plan, rate=load, min_requests=min_requests)
+                if open_model
+                else with_load(plan, concurrency=int(load))
+            )
+            report, _ = measure(at, workdir / f"{load:g}-{i}", slos=slos, late_ms=late_ms)
+            _print_report(report)
+            judgement = judge(report)
+            reports.append({"load": load, "run": i, "passed": judgement.passed, "report": report.to_dict()})
+            out.append(judgement)
+        return out
+
+    start = float(plan.arrivals["rate"]) if plan.arrivals is not None else float(plan.concurrency or 1)
+    result = search_capacity(
+        run_point, start=start, maximum=max(maximum, start), tolerance=tolerance, integer=not open_model
+    )
+    plan_doc = {k: v for k, v in plan.__dict__.items() if k not in ("fixtures", "samples_path")}
+    return {
+        "kind": "voxperf-load",
+        "schemaVersion": 1,
+        "mode": "capacity",
+        "plan": plan_doc,
+        "slos": [str(s) for s in slos],
+        "capacity": result.to_dict(),
+        "runs": reports,
+    }
 
 
 def _typed(value: str) -> object:
@@ -151,9 +255,11 @@ def _typed(value: str) -> object:
     return {"true": True, "false": False}.get(value.lower(), value)
 
 
-def _print_report(report: object, doc: dict[str, object]) -> None:
-    r = doc["report"]
-    assert isinstance(r, dict)
+def _print_report(report: LoadReport) -> None:
+    _print_report_dict(report.to_dict())
+
+
+def _print_report_dict(r: Any) -> None:
     console = stderr()
     offered = (
         f"{r['offered_rate']:g}/s offered" if r["offered_rate"] is not None else f"{r['concurrency']} users"

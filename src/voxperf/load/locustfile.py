@@ -32,6 +32,7 @@ from voxperf.load.scenarios import SCENARIOS
 
 PLAN = LoadPlan.from_env()
 _SEND_EVERY_S = 0.5
+SPIN_NS = 1_500_000  # the last 1.5 ms before an intended start are spent yielding, not sleeping
 _state: dict[str, Any] = {"t0_epoch": None, "done": set(), "samples": 0}
 _outbox: list[dict[str, Any]] = []
 _lock = threading.Lock()
@@ -135,6 +136,7 @@ class _VoxperfUser(FastHttpUser):
             sample.error = sample.error or (
                 "timeout" if "timeout" in type(exc).__name__.lower() else "connect"
             )
+            sample.detail = sample.detail or f"{type(exc).__name__}: {str(exc)[:120]}"
             sample.last_byte_ns = sample.last_byte_ns or self.clock()
         _record(self.environment, sample)
 
@@ -155,9 +157,13 @@ class OpenModelUser(_VoxperfUser):
         pool = Pool(PLAN.max_in_flight)
         for seq, offset in zip(seqs, mine, strict=True):
             intended = int(offset * 1e9)
-            wait = (intended - self.clock()) / 1e9
+            # the event loop's timers are coarse (about 1 ms): sleep until just before the
+            # intended start, then yield in a tight loop (in-flight requests keep running)
+            wait = (intended - SPIN_NS - self.clock()) / 1e9
             if wait > 0:
                 gevent.sleep(wait)
+            while self.clock() < intended:
+                gevent.sleep(0)
             sample = LoadSample(PLAN.scenario, seq, index, intended)
             if pool.full():
                 if PLAN.drop_when_busy:

@@ -38,15 +38,16 @@ class SLO:
     """``metric_stat <= limit``: e.g. ``ttfa_p95=800ms`` (a run meets it when its p95 ttfa is at
     most 800 ms; a request meets it when its own ttfa is)."""
 
-    metric: str  # latency, service, ttfb, ttfa, job, lag ... (the report's metric names, no unit)
-    stat: str  # p50, p95, p99
+    metric: str  # latency, service, ttfb, ttfa, job, lag, stall_count ... (the report's metric names)
+    stat: str  # p50, p95, p99 or max
     limit_ms: float
 
     def __str__(self) -> str:
-        return f"{self.metric}_{self.stat}<={self.limit_ms:g}ms"
+        unit = "" if self.metric.endswith("count") else "ms"
+        return f"{self.metric}_{self.stat}<={self.limit_ms:g}{unit}"
 
 
-_SLO = re.compile(r"^\s*([a-z_]+?)_(p50|p90|p95|p99)\s*=\s*([0-9.]+)\s*(ms|s)\s*$")
+_SLO = re.compile(r"^\s*([a-z_]+?)_(p50|p95|p99|max)\s*=\s*([0-9.]+)\s*(ms|s)?\s*$")
 
 
 def parse_slos(text: str | None) -> list[SLO]:
@@ -57,7 +58,10 @@ def parse_slos(text: str | None) -> list[SLO]:
             continue
         m = _SLO.match(part)
         if m is None:
-            raise ValueError(f"bad SLO {part.strip()!r}: write metric_pNN=VALUE(ms|s), e.g. ttfa_p95=800ms")
+            raise ValueError(
+                f"bad SLO {part.strip()!r}: write metric_STAT=VALUE (STAT p50, p95, p99 or max; "
+                "ms or s for times), e.g. ttfa_p95=800ms or stall_count_max=0"
+            )
         metric, stat, value, unit = m.groups()
         out.append(SLO(metric, stat, float(value) * (1000.0 if unit == "s" else 1.0)))
     return out
@@ -93,6 +97,7 @@ class LoadReport:
     started: int
     ok: int
     errors: dict[str, int]
+    error_details: dict[str, int]  # the most frequent error descriptions, with counts
     late: int
     late_ms: float
     achieved_rate: float  # starts per second: over the schedule, or until the last late start
@@ -190,6 +195,7 @@ def build_report(
         started=len(started),
         ok=len(ok),
         errors=dict(sorted(errors.items())),
+        error_details=dict(Counter(s.detail for s in samples if s.detail).most_common(5)),
         late=late,
         late_ms=late_ms,
         achieved_rate=len(starts) / start_span_s,

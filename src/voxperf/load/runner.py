@@ -302,3 +302,62 @@ def result_document(plan: LoadPlan, report: Any, run: LoadRun) -> dict[str, Any]
         "git": git_info(None),
         "machine": machine_info(),
     }
+
+
+def with_load(
+    plan: LoadPlan, *, rate: float | None = None, concurrency: int | None = None, min_requests: int = 0
+) -> LoadPlan:
+    """The same plan at another offered load: an arrival rate (open model; lengthened so it offers
+    at least ``min_requests``) or a user count."""
+    from dataclasses import replace
+
+    if rate is not None:
+        assert plan.arrivals is not None, "an open-model plan is needed to change its rate"
+        duration = max(plan.duration_s, min_requests / rate)
+        return replace(
+            plan, duration_s=duration, arrivals={**plan.arrivals, "rate": rate, "duration_s": duration}
+        )
+    return replace(plan, concurrency=concurrency)
+
+
+def measure(
+    plan: LoadPlan, workdir: Path, *, slos: Any = (), late_ms: float = 5.0, web_ui: bool = False
+) -> tuple[Any, LoadRun]:
+    """Run a plan and build its report."""
+    from voxperf.load.report import build_report
+
+    run = run_load(plan, workdir, web_ui=web_ui)
+    report = build_report(
+        run.samples,
+        scenario=plan.scenario,
+        offered_rate=None if plan.arrivals is None else float(plan.arrivals["rate"]),
+        concurrency=plan.concurrency,
+        duration_s=plan.duration_s,
+        slos=slos,
+        late_ms=late_ms,
+    )
+    return report, run
+
+
+def scaling_rows(reports: list[Any]) -> list[dict[str, Any]]:
+    """The concurrency scaling curve: throughput and latency per user count, and the scaling
+    factor = throughput(c) ÷ (c × throughput(first) ÷ first) (1.0 = perfectly linear)."""
+    if not reports:
+        return []
+    base = reports[0]
+    per_user = base.throughput_rps / max(base.concurrency or 1, 1)
+    rows = []
+    for r in reports:
+        c = r.concurrency or 1
+        lat = r.metrics.get("latency", {})
+        rows.append(
+            {
+                "concurrency": c,
+                "throughputRps": r.throughput_rps,
+                "latencyP50Ms": lat.get("p50"),
+                "latencyP95Ms": lat.get("p95"),
+                "errorRate": r.error_rate,
+                "scalingFactor": (r.throughput_rps / (c * per_user)) if per_user > 0 else None,
+            }
+        )
+    return rows

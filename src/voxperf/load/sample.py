@@ -40,6 +40,7 @@ class LoadSample:
     last_byte_ns: int | None = None
     status: int | None = None
     error: str | None = None
+    detail: str | None = None  # what the error was (an exception's type and message, an HTTP body)
     fixture: str | None = None
     audio_s: float | None = None  # seconds of audio sent (STT) or received (TTS): for RTFx under load
     bytes_out: int = 0

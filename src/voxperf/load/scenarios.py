@@ -132,6 +132,7 @@ class TranscribeScenario(Scenario):
         sample.last_byte_ns = clock()
         sample.status, sample.bytes_in = response.status_code, len(content)
         sample.error = _transport_error(response) or _error_of_status(response.status_code or 0)
+        sample.detail = error_detail(response) if sample.error else None
         if sample.error is None:
             try:
                 sample.text = str(json.loads(content)["text"])
@@ -168,7 +169,7 @@ class JobsScenario(Scenario):
         sample.status = response.status_code
         error = _transport_error(response) or _error_of_status(response.status_code or 0)
         if error is not None:
-            sample.error, sample.last_byte_ns = error, clock()
+            sample.error, sample.detail, sample.last_byte_ns = error, error_detail(response), clock()
             return
         try:
             job = json.loads(response.content)
@@ -248,7 +249,7 @@ class SpeechScenario(Scenario):
         sample.status = response.status_code
         error = _transport_error(response) or _error_of_status(response.status_code or 0)
         if error is not None:
-            sample.error, sample.last_byte_ns = error, clock()
+            sample.error, sample.detail, sample.last_byte_ns = error, error_detail(response), clock()
             return
         rate = int(response.headers.get("x-sample-rate") or 24000)  # OpenAI's pcm is 24 kHz s16le
         threshold = int(float(self.options["silence_threshold"]) * 32767)
@@ -308,11 +309,21 @@ def _read_all(response: Any) -> bytes:
 
 def _transport_error(response: Any) -> str | None:
     """``connect`` or ``timeout`` when no HTTP answer came (Locust's clients record the exception)."""
-    error = getattr(response, "error", None)
-    if error is None and response.status_code:
+    if response.status_code:  # an HTTP answer came (Locust also records 4xx/5xx as an "error")
         return None
+    error = getattr(response, "error", None)
     name = type(error).__name__.lower() if error is not None else ""
     return "timeout" if "timeout" in name else "connect"
+
+
+def error_detail(response: Any) -> str | None:
+    """A short description of what went wrong: the exception, or the start of an error body."""
+    error = getattr(response, "error", None)
+    if error is not None and not response.status_code:
+        return f"{type(error).__name__}: {str(error)[:120]}"
+    if response.status_code and response.status_code >= 400:
+        return f"HTTP {response.status_code}"  # the body was read (or streamed) by the scenario
+    return None
 
 
 class GetScenario(Scenario):
@@ -338,6 +349,7 @@ class GetScenario(Scenario):
         sample.last_byte_ns = clock()
         sample.status, sample.bytes_in = response.status_code, len(content)
         sample.error = _transport_error(response) or _error_of_status(response.status_code or 0)
+        sample.detail = error_detail(response) if sample.error else None
 
 
 SCENARIOS: dict[str, type[Scenario]] = {}
