@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,9 @@ from voxperf.cli._common import (
     stderr,
 )
 from voxperf.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from voxperf.load.summaries import SummaryFile
 
 
 @app.command()
@@ -73,9 +76,22 @@ def gate(
     gate_metrics: Annotated[
         str | None, typer.Option(help="Gated metrics, comma-separated (default: tool.voxperf.gate metrics)")
     ] = None,
+    drift: Annotated[
+        str | None,
+        typer.Option(
+            help="k6/Locust summaries: allowed drift per metric, e.g. job_ms.p95=20%,job_failed.rate=0.02"
+        ),
+    ] = None,
 ) -> None:
     """Decide on the headline metrics: exit 1 on a regression, 6 when not comparable, 4 when nothing
-    was compared, else 0 (pass, or inconclusive: too noisy to tell)."""
+    was compared, else 0 (pass, or inconclusive: too noisy to tell). A k6 --summary-export file or a
+    Locust stats CSV is compared with its --base by allowed drift (no samples, no CIs)."""
+    from voxperf.load.summaries import read_summary
+
+    head_summary = read_summary(head)
+    if head_summary is not None:
+        _gate_summaries(head_summary, base, drift)
+        return
     from voxperf.report.sources import load_comparison
     from voxperf.report.verdict import decision_terminal
 
@@ -184,3 +200,33 @@ def report(
         )
         deleted = f", {len(result.deleted)} duplicate(s) deleted" if result.deleted else ""
         stderr().print(f"PR comment {result.action} (id {result.comment_id}){deleted}")
+
+
+def _gate_summaries(head: SummaryFile, base: Path | None, drift: str | None) -> None:
+    """The allowed-drift gate of two k6 or Locust summaries (exit 1 on a headline regression)."""
+    from voxperf.load.summaries import compare_summaries, parse_drift, read_summary
+
+    if base is None:
+        raise UsageError(f"{head.path} is a {head.tool} summary: give --base FILE, a {head.tool} summary too")
+    base_summary = read_summary(base)
+    if base_summary is None or base_summary.tool != head.tool:
+        raise UsageError(f"--base {base} is not a {head.tool} summary", f"compare two {head.tool} summaries")
+    try:
+        rows = compare_summaries(base_summary, head, parse_drift(drift))
+    except ValueError as exc:
+        raise UsageError(str(exc), "e.g. --drift job_ms.p95=20%") from None
+    console = stderr(max_width=100)
+    failed = [r for r in rows if r.gated and r.verdict == "regression"]
+    verdict = f"FAIL: {len(failed)} headline metric(s) drifted beyond what is allowed" if failed else "PASS"
+    console.print(
+        f"voxperf gate ({head.tool} summaries; allowed drift, as a summary has no samples, no CI): {verdict}",
+        soft_wrap=True,
+    )
+    for r in sorted(rows, key=lambda r: (not r.gated, r.metric)):
+        tag = "" if r.gated else " (information)"
+        console.print(
+            f"  {r.verdict:<11} {r.metric:<40} {r.base:10.3f} -> {r.head:10.3f}  allowed {r.allowed}{tag}",
+            soft_wrap=True,
+        )
+    if failed:
+        raise typer.Exit(int(ExitCode.GATE_FAILED))
