@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, run_cli, start_serve
+from tests.conftest import VOXPERF, free_port, run_cli, start_serve
 
 # never import locust here: it monkey-patches the whole process for gevent
 pytestmark = [
@@ -212,3 +212,68 @@ def test_a_scaling_curve_and_a_capacity_search_on_a_server_of_known_capacity(
     assert cap["capacity"]["capacity"] == best and len(cap["runs"]) == len(cap["capacity"]["points"])
     failing = [p for p in cap["capacity"]["points"] if not p["passed"]]
     assert all(p["reasons"] for p in failing)  # every failed point says why
+
+
+def test_load_results_go_through_compare_and_gate_with_their_samples(
+    server: str, tone_dir: Path, tmp_path: Path
+) -> None:
+    """A/A on the same server passes the gate; A/B against a server 60 ms slower per request fails."""
+    port = free_port()
+    slow_jobs = tmp_path / "slow"
+    slow_jobs.mkdir()
+    slow = start_serve(slow_jobs, port, workers=4, stt="fake:latency=110ms", log=slow_jobs / "serve.log")
+    try:
+        args = ("transcribe", "--rate", "20", "--duration", "3s", "--fixtures", str(tone_dir))
+        for name, url in (("base", server), ("same", server), ("slow", f"http://127.0.0.1:{port}")):
+            _load(tmp_path, name, *args, "--target", url, "--result", str(tmp_path / f"{name}.result.json"))
+    finally:
+        slow.terminate()
+        slow.wait(timeout=20)
+    base, same, slower = (str(tmp_path / f"{n}.result.json") for n in ("base", "same", "slow"))
+    stored = run_cli("store", "put", base, "--store", str(tmp_path / "store"), "--commit", "a" * 40)
+    assert stored.returncode == 0, stored.stderr
+    aa = run_cli("gate", "--base", base, same, "--gate-metrics", "latency_ms")
+    assert aa.returncode in (0, 3), aa.stderr + aa.stdout  # pass, or inconclusive: never a false failure
+    ab = run_cli("gate", "--base", base, slower, "--gate-metrics", "latency_ms")
+    assert ab.returncode == 1, ab.stderr + ab.stdout
+    assert "latency_ms" in ab.stdout + ab.stderr
+
+
+def test_a_worker_on_another_machine_joins_the_master_and_takes_its_share(
+    server: str, tmp_path: Path
+) -> None:
+    """A master with one local worker and one remote (here: another process started by hand with
+    `voxperf load-worker`, as on another machine): the schedule is split over both."""
+    import subprocess
+    import time
+
+    port = free_port()
+    out = tmp_path / "joined.json"
+    master = subprocess.Popen(
+        [
+            *(str(VOXPERF), "load", "get", "--target", server, "--rate", "20", "--duration", "2s"),
+            *(
+                "--workers",
+                "1",
+                "--remote-workers",
+                "1",
+                "--master-bind",
+                f"127.0.0.1:{port}",
+                "-o",
+                str(out),
+            ),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    plan = out.with_suffix(".locust") / "plan.json"
+    deadline = time.monotonic() + 60
+    while not plan.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker = run_cli("load-worker", "--join", f"127.0.0.1:{port}", "--plan", str(plan), timeout=120)
+    _, err = master.communicate(timeout=120)
+    assert master.returncode == 0, err.decode()
+    assert worker.returncode == 0, worker.stderr
+    doc = json.loads(out.read_text())
+    assert doc["report"]["scheduled"] == 40 and doc["report"]["ok"] == 40
+    assert sorted(doc["generators"].values()) == [20, 20]

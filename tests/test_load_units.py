@@ -136,3 +136,23 @@ def test_slos_on_counts_and_maxima_need_no_unit() -> None:
     assert stalls == SLO("stall_count", "max", 0.0) and str(stalls) == "stall_count_max<=0"
     with pytest.raises(ValueError, match="bad SLO"):
         parse_slos("ttfa_p90=800ms")  # no p90 is computed: refused rather than never met
+
+
+def test_wer_under_load_is_corpus_wer_of_the_answers() -> None:
+    a = _sample(0, 0, 0, 50)
+    a.fixture, a.text = "f1", "hello world"
+    b = _sample(1, 100, 0, 50)
+    b.fixture, b.text = "f2", "the quick brown"  # one of four words wrong
+    report = build_report(
+        [a, b],
+        scenario="transcribe",
+        offered_rate=10,
+        concurrency=None,
+        duration_s=0.2,
+        references={"f1": "hello world", "f2": "the quick brown fox"},
+    )
+    assert report.wer is not None
+    assert report.wer["corpusWer"] == pytest.approx(
+        1 / 6
+    )  # Σ edits ÷ Σ reference words, not a mean of 0 and 1/4
+    assert report.wer["utterances"] == 2

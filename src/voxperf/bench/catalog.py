@@ -59,6 +59,15 @@ METRIC_UNITS: dict[str, str] = {
     "stall_count": "count",
     "stall_ms": "ms",
     "prebuffer_ms": "ms",
+    # load runs (voxperf load): per request, from the intended start unless said otherwise
+    "latency_ms": "ms",  # intended start -> last byte (what a user waits, generator queueing included)
+    "service_ms": "ms",  # actual start -> last byte (what a closed-loop tool reports)
+    "lag_ms": "ms",  # intended -> actual start (coordinated omission made visible)
+    "ttfb_ms": "ms",  # intended start -> response headers
+    "job_ms": "ms",  # a job's created -> completed, on the server's clock
+    "queue_wait_ms": "ms",
+    "processing_ms": "ms",
+    "max_chunk_gap_ms": "ms",
     "instructions": "instr",  # per request, counted by callgrind (--instrument instructions)
 }
 
@@ -169,6 +178,11 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
     "streaming_efficiency": Thresholds(None, 0.05, None, 0.10, limit_warn=0.80, limit_error=0.60),
     "stall_ms": _ms(0.10, 50.0, 0.25, 200.0),
     "prebuffer_ms": _ms(0.10, 50.0, 0.25, 200.0),
+    "latency_ms": _ms(0.10, 50.0, 0.25, 200.0),
+    "service_ms": _ms(0.10, 50.0, 0.25, 200.0),
+    "lag_ms": _ms(0.50, 2.0, 1.00, 10.0),
+    "ttfb_ms": _ms(0.10, 50.0, 0.25, 200.0),
+    "job_ms": _ms(0.10, 100.0, 0.25, 500.0),
     "instructions": Thresholds(0.01, None, 0.05, None),  # deterministic: 1 % is a finding, not noise
     "wer": Thresholds(None, 0.02, None, 0.05),  # absolute: 2 / 5 percentage points of corpus WER
 }

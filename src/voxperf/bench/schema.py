@@ -69,7 +69,9 @@ SCHEMA_HISTORY: dict[int, str] = {
     "configs may name an engine factory (module:qualname) instead of a spec; any span is a metric "
     "(<name>_ms; a sub-span <stage>.<name>_ms). Pipeline 'app': requests traced in an application "
     "(e.g. OpenTelemetry spans ingested by voxperf), whose cpuNs is null (not measured) and whose "
-    "fixtures are request groups. The definitions of v2's numbers are unchanged.",
+    "fixtures are request groups. Pipeline 'load': one record per request of a voxperf load run "
+    "(latency_ms from the intended start, service_ms from the actual start, lag_ms, ttfb_ms, the "
+    "scenario's own metrics), level = the scenario. The definitions of v2's numbers are unchanged.",
 }
 
 # What changed in the definitions of the numbers since each older version: a result of that
@@ -84,7 +86,9 @@ LANES = ("provider", "codepath")
 PIPELINES = ("dictation", "speech")
 
 Lane = Literal["provider", "codepath"]
-Pipeline = Literal["dictation", "speech", "app"]  # app (v3): requests traced in the user's own application
+Pipeline = Literal[
+    "dictation", "speech", "app", "load"
+]  # app (v3): requests traced in the user's own application
 
 
 class _Model(BaseModel):

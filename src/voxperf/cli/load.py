@@ -62,6 +62,16 @@ def load(
         Path | None, typer.Option("--output", "-o", help="Write the load result JSON here")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result JSON on stdout")] = False,
+    remote_workers: Annotated[
+        int, typer.Option(min=0, help="Workers joining from other machines (voxperf load-worker)")
+    ] = 0,
+    master_bind: Annotated[
+        str, typer.Option(help="With --remote-workers: HOST:PORT the Locust master listens on")
+    ] = "0.0.0.0:5557",
+    result: Annotated[
+        Path | None,
+        typer.Option(help="Also write a voxperf result (pipeline load) for store, compare and gate"),
+    ] = None,
     find_capacity: Annotated[
         bool, typer.Option(help="Search the highest --rate (or --concurrency) meeting every --slo")
     ] = False,
@@ -110,6 +120,10 @@ def load(
             raise UsageError(f"bad --concurrency {concurrency!r}", "give users, e.g. 4 or 1,2,4,8") from None
         if any(c < 1 for c in levels):
             raise UsageError("--concurrency must be at least 1", "e.g. --concurrency 1,2,4,8")
+    if result is not None and (find_capacity or len(levels) > 1):
+        raise UsageError(
+            "--result writes the result of one run", "drop --find-capacity or give one --concurrency"
+        )
     if find_capacity and not slo:
         raise UsageError("--find-capacity needs at least one --slo", "e.g. --slo latency_p95=5s")
     if arrival not in PROCESSES:
@@ -147,7 +161,7 @@ def load(
             concurrency=levels[0] if levels else None,
             duration_s=duration_s,
             max_requests=max_requests,
-            generators=workers,
+            generators=workers + remote_workers,
             max_in_flight=max_in_flight,
             drop_when_busy=drop_when_busy,
             timeout_s=parse_duration_s(timeout, units=("ms", "s")),
@@ -173,8 +187,34 @@ def load(
             doc["runs"] = [r.to_dict() for r in reports]
             doc["scaling"] = scaling_rows(reports)
         else:
-            report, run = measure(plan, workdir, slos=slos, late_ms=late_ms, web_ui=web_ui)
+            bind = None
+            if remote_workers:
+                host, _, port_text = master_bind.rpartition(":")
+                if not port_text.isdigit():
+                    raise UsageError(
+                        f"bad --master-bind {master_bind!r}", "give HOST:PORT, e.g. 0.0.0.0:5557"
+                    )
+                bind = (host, int(port_text))
+                stderr().print(
+                    f"waiting for {remote_workers} remote worker(s): on each, copy {workdir / 'plan.json'} "
+                    f"and run `voxperf load-worker --join THIS_HOST:{port_text} --plan plan.json`",
+                    soft_wrap=True,
+                )
+            report, run = measure(
+                plan,
+                workdir,
+                slos=slos,
+                late_ms=late_ms,
+                web_ui=web_ui,
+                remote_workers=remote_workers,
+                master_bind=bind,
+            )
             doc = result_document(plan, report, run)
+            if result is not None:
+                from voxperf.bench.schema import dump_result
+                from voxperf.load.runner import bench_result
+
+                dump_result(bench_result(plan, report, run), result)
     text = json.dumps(doc, indent=2)
     if output is not None:  # results first: a closed terminal or pipe cannot lose them
         output.write_text(text + "\n")
@@ -269,7 +309,8 @@ def _print_report_dict(r: Any) -> None:
         f"errors {r['errors'] or 'none'} · late {r['late']} (> {r['late_ms']:g} ms) · "
         f"achieved {r['achieved_rate']:.2f}/s · throughput {r['throughput_rps']:.2f}/s"
         + (f" · audio {r['audio_rtfx']:.2f} s/s" if r["audio_rtfx"] else "")
-        + (f" · goodput {r['goodput_rps']:.2f}/s" if r["goodput_rps"] is not None else ""),
+        + (f" · goodput {r['goodput_rps']:.2f}/s" if r["goodput_rps"] is not None else "")
+        + (f" · WER {r['wer']['corpusWer']:.1%} of {r['wer']['utterances']}" if r.get("wer") else ""),
         soft_wrap=True,
     )
     for name, s in r["metrics"].items():
@@ -284,3 +325,22 @@ def _print_report_dict(r: Any) -> None:
         console.print(f"  SLO {escape(slo_name)}: {'met' if met else 'MISSED'}", soft_wrap=True)
     for note in r["notes"]:
         console.print(f"  note: {escape(str(note))}", soft_wrap=True)
+
+
+@app.command("load-worker")
+@handle_errors
+def load_worker(
+    join: Annotated[str, typer.Option(help="The Locust master of a voxperf load run, HOST:PORT")],
+    plan: Annotated[Path, typer.Option(help="That run's plan.json (printed by the master)")],
+) -> None:
+    """Join a `voxperf load --remote-workers N` run from another machine as one of its workers."""
+    from voxperf.extras import require_extra
+    from voxperf.load.runner import join_master
+
+    require_extra("load", "voxperf load-worker")
+    if not plan.is_file():
+        raise UsageError(f"no plan file at {plan}", "copy the plan.json the master printed")
+    with tempfile.TemporaryDirectory(prefix="voxperf-load-worker-") as tmp:
+        code = join_master(join, plan, Path(tmp))
+    if code != 0:
+        raise typer.Exit(code)

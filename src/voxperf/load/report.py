@@ -109,6 +109,7 @@ class LoadReport:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> Summary dict
     windows: list[dict[str, Any]] = field(default_factory=list)
     consistency: dict[str, float | None] = field(default_factory=dict)
+    wer: dict[str, Any] | None = None  # corpus WER of what the server answered under load
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -145,8 +146,10 @@ def build_report(
     slos: Iterable[SLO] = (),
     late_ms: float = 5.0,
     windows: int = 10,
+    references: Mapping[str, str] | None = None,
 ) -> LoadReport:
-    """The report of a run from its raw samples, pooled over every generator."""
+    """The report of a run from its raw samples, pooled over every generator; with
+    ``references`` (fixture name -> transcript), the corpus WER of the answers under load."""
     slos = list(slos)
     started = [s for s in samples if s.actual_ns is not None]
     ok = [s for s in samples if s.ok]
@@ -208,7 +211,29 @@ def build_report(
         notes=notes,
     )
     report.windows, report.consistency = _windows(ok, first, duration_s, windows)
+    report.wer = _wer(ok, references or {})
     return report
+
+
+def _wer(ok: Sequence[LoadSample], references: Mapping[str, str]) -> dict[str, Any] | None:
+    """Corpus WER (Σ edits ÷ Σ reference words, Whisper's English normaliser) of the transcripts the
+    server returned under load: a server that answers fast but wrong is not a fast server."""
+    from voxperf.trace.metrics import DEFAULT_NORMALIZER, corpus_wer, word_errors
+
+    pairs = [
+        (references[s.fixture], s.text)
+        for s in ok
+        if s.text is not None and s.fixture is not None and s.fixture in references
+    ]
+    if not pairs:
+        return None
+    errors = [word_errors(ref, hyp) for ref, hyp in pairs]
+    return {
+        "corpusWer": corpus_wer(errors),
+        "utterances": len(errors),
+        "referenceWords": sum(e.substitutions + e.deletions + e.hits for e in errors),
+        "normalizer": DEFAULT_NORMALIZER,
+    }
 
 
 def _windows(

@@ -10,6 +10,7 @@ RSS and CPU are sampled when it is a local process (found by its listening port)
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -125,9 +126,17 @@ class LoadRun:
 
 
 def run_load(
-    plan: LoadPlan, workdir: Path, *, web_ui: bool = False, target_pid: int | None = None
+    plan: LoadPlan,
+    workdir: Path,
+    *,
+    web_ui: bool = False,
+    target_pid: int | None = None,
+    remote_workers: int = 0,
+    master_bind: tuple[str, int] | None = None,
 ) -> LoadRun:
-    """Run ``plan`` on Locust (master + ``plan.generators`` workers, or one process when 1)."""
+    """Run ``plan`` on Locust: one process, or a master with local workers and ``remote_workers``
+    more joining from other machines (``voxperf load-worker``) at ``master_bind``. The plan's
+    ``generators`` counts them all: the schedule is split over every worker."""
     workdir.mkdir(parents=True, exist_ok=True)
     plan.samples_path = str(workdir / "samples.ndjson")
     Path(plan.samples_path).write_text("")
@@ -136,7 +145,13 @@ def run_load(
     env = {**os.environ, PLAN_ENV: str(plan_path), "PYTHONUNBUFFERED": "1"}
     user = "OpenModelUser" if plan.arrivals is not None else "ClosedModelUser"
     users = plan.generators if plan.arrivals is not None else int(plan.concurrency or 1)
-    run_time = int(plan.duration_s + plan.timeout_s + 10)  # bounded whatever the target does
+    # open model: the schedule ends the run (its generators report done), --run-time only bounds it;
+    # closed model: users stop at the duration, their requests in flight get --stop-timeout
+    run_time = (
+        int(plan.duration_s + plan.timeout_s + 10)
+        if plan.arrivals is not None
+        else math.ceil(plan.duration_s)
+    )
     base = [
         sys.executable,
         "-m",
@@ -169,13 +184,14 @@ def run_load(
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs = []
     try:
-        if plan.generators > 1:
-            master_port = _free_port()
+        local_workers = plan.generators - remote_workers
+        if plan.generators > 1 or remote_workers:
+            bind_host, master_port = master_bind or ("127.0.0.1", _free_port())
             master_cmd[len(base) :] = [
                 *head,
                 "--master",
                 "--master-bind-host",
-                "127.0.0.1",
+                bind_host,
                 "--master-bind-port",
                 str(master_port),
                 "--expect-workers",
@@ -186,7 +202,7 @@ def run_load(
             log = (workdir / "master.log").open("wb")
             logs.append(log)
             procs["master"] = subprocess.Popen(master_cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-            for i in range(plan.generators if plan.generators > 1 else 0):
+            for i in range(local_workers if (plan.generators > 1 or remote_workers) else 0):
                 log = (workdir / f"worker-{i}.log").open("wb")
                 logs.append(log)
                 procs[f"worker-{i}"] = subprocess.Popen(
@@ -204,10 +220,10 @@ def run_load(
                     stderr=subprocess.STDOUT,
                 )
             try:
-                procs["master"].wait(timeout=run_time + 60)
+                procs["master"].wait(timeout=run_time + plan.timeout_s + 60)
             except subprocess.TimeoutExpired:
                 raise WorkerError(
-                    f"the Locust master did not finish within {run_time + 60} s",
+                    f"the Locust master did not finish within {run_time + plan.timeout_s + 60:.0f} s",
                     f"see {workdir / 'master.log'}",
                 ) from None
             resources = sampler.summary() if sampler is not None else {}
@@ -321,12 +337,19 @@ def with_load(
 
 
 def measure(
-    plan: LoadPlan, workdir: Path, *, slos: Any = (), late_ms: float = 5.0, web_ui: bool = False
+    plan: LoadPlan,
+    workdir: Path,
+    *,
+    slos: Any = (),
+    late_ms: float = 5.0,
+    web_ui: bool = False,
+    remote_workers: int = 0,
+    master_bind: tuple[str, int] | None = None,
 ) -> tuple[Any, LoadRun]:
     """Run a plan and build its report."""
     from voxperf.load.report import build_report
 
-    run = run_load(plan, workdir, web_ui=web_ui)
+    run = run_load(plan, workdir, web_ui=web_ui, remote_workers=remote_workers, master_bind=master_bind)
     report = build_report(
         run.samples,
         scenario=plan.scenario,
@@ -335,6 +358,7 @@ def measure(
         duration_s=plan.duration_s,
         slos=slos,
         late_ms=late_ms,
+        references={f["name"]: f["text"] for f in plan.fixtures if f.get("text")},
     )
     return report, run
 
@@ -361,3 +385,125 @@ def scaling_rows(reports: list[Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def bench_result(plan: LoadPlan, report: Any, run: LoadRun) -> Any:
+    """A load run as a versioned voxperf result (pipeline ``load``, one record per request), so
+    ``voxperf store``, ``compare`` and ``gate`` treat it like bench output, with CIs from its
+    samples. The run's figures (throughput, errors, late starts, SLOs) travel in ``config.load``."""
+    from datetime import UTC, datetime
+
+    from voxperf import __version__
+    from voxperf.bench.environment import git_info, machine_info
+    from voxperf.bench.runner import summarize_records
+    from voxperf.bench.schema import (
+        BenchResult,
+        FixtureRecord,
+        GitInfo,
+        LaneResult,
+        MachineInfo,
+        Resources,
+        RunRecord,
+        ToolInfo,
+    )
+
+    records = []
+    for s in run.samples:
+        if not s.ok or s.actual_ns is None or s.last_byte_ns is None:
+            continue
+        metrics: dict[str, float | None] = {
+            "latency_ms": (s.last_byte_ns - s.intended_ns) / 1e6,
+            "service_ms": (s.last_byte_ns - s.actual_ns) / 1e6,
+            "lag_ms": (s.actual_ns - s.intended_ns) / 1e6,
+            "ttfb_ms": None if s.first_byte_ns is None else (s.first_byte_ns - s.intended_ns) / 1e6,
+        }
+        metrics.update({k: v for k, v in s.metrics.items() if k.endswith(("_ms", "_count"))})
+        records.append(
+            RunRecord(
+                pipeline="load",
+                fixture=s.fixture or plan.scenario,
+                level=plan.scenario,
+                iteration=s.seq,
+                warmup=False,
+                requestId=f"{s.generator}-{s.seq}",
+                stagesNs={},
+                totalNs=s.last_byte_ns - s.intended_ns,
+                totalStageNs=0,
+                cpuNs=None,
+                metrics=metrics,
+            )
+        )
+    names = sorted({r.fixture for r in records})
+    durations = {f["name"]: f.get("duration_s") for f in plan.fixtures}
+    weights = {n: float(durations.get(n) or 1.0) for n in names}
+    target = run.target
+    wall = report.span_s
+    lane = LaneResult(
+        lane="provider",
+        label=f"load: {plan.scenario} against {plan.target}, {_offered(plan)}, from the intended start",
+        engines=[],
+        runs=records,
+        summaries=summarize_records(records, weights) if records else [],
+        resources=Resources(
+            peakRssBytes=int(target.get("peakRssBytes") or 0),
+            maxRssBytes=int(target.get("peakRssBytes") or 0),
+            cpuUserS=0.0,
+            cpuSystemS=0.0,
+            wallS=wall,
+            cpuPercent=float(target.get("cpuPercent") or 0.0),
+            measured="peakRssBytes" in target,  # the target's process, when it is local
+        ),
+    )
+    config = {k: v for k, v in plan.__dict__.items() if k not in ("fixtures", "samples_path")}
+    config["load"] = {k: v for k, v in report.to_dict().items() if k not in ("metrics", "windows")}
+    return BenchResult(
+        tool=ToolInfo(version=__version__),
+        createdAt=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        config=config,
+        git=GitInfo(**git_info(None)),
+        machine=MachineInfo(**machine_info()),
+        fixtures=[
+            FixtureRecord(
+                name=n,
+                variant="load",
+                durationS=weights[n],
+                sampleRate=0,
+                bytes=0,
+                sha256=next((_sha(f) for f in plan.fixtures if f["name"] == n), _sha({"name": n})),
+                hasTranscript=False,
+            )
+            for n in names
+        ],
+        lanes={"provider": lane},
+    )
+
+
+def _offered(plan: LoadPlan) -> str:
+    if plan.arrivals is not None:
+        return f"{plan.arrivals['process']} arrivals at {plan.arrivals['rate']:g}/s"
+    return f"{plan.concurrency} users"
+
+
+def _sha(fixture: dict[str, Any]) -> str:
+    import hashlib
+
+    return hashlib.sha256(
+        str(fixture.get("audio") or fixture.get("text") or fixture["name"]).encode()
+    ).hexdigest()
+
+
+def join_master(master: str, plan_path: Path, workdir: Path) -> int:
+    """Run one Locust worker of a remote master's load (its plan file copied here); returns the
+    worker's exit code once the master ends the run."""
+    host, _, port = master.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"bad master address {master!r}", "give HOST:PORT, e.g. 10.0.0.5:5557")
+    plan = LoadPlan.load(plan_path)
+    workdir.mkdir(parents=True, exist_ok=True)
+    local = workdir / "plan.json"
+    plan.samples_path = str(workdir / "samples.ndjson")  # unused by a worker: samples go to the master
+    plan.dump(local)
+    user = "OpenModelUser" if plan.arrivals is not None else "ClosedModelUser"
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", host]
+    cmd += ["--master-port", port, user]
+    return subprocess.call(cmd, env={**os.environ, PLAN_ENV: str(local)})

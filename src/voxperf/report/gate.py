@@ -55,7 +55,7 @@ Status = Literal["pass", "fail", "inconclusive", "not comparable", "nothing comp
 
 # stt_rtfx is not gated by default: it is stt_ms's own measurement inverted (input seconds ÷ stt
 # time), and testing one measurement twice only costs the family power
-DEFAULT_GATE_METRICS = ("total_ms", "stt_ms", "ttfa_ms", "rtfx", "wer", "instructions")
+DEFAULT_GATE_METRICS = ("total_ms", "stt_ms", "ttfa_ms", "rtfx", "wer", "instructions", "latency_ms")
 Z95 = 1.959963984540054  # standard normal 97.5 % quantile
 
 
