@@ -10,6 +10,7 @@ A scenario turns a scheduled request into HTTP calls through the generator's cli
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -224,10 +225,16 @@ class SpeechScenario(Scenario):
         "chunk_bytes": 4096,
     }
 
+    def __init__(self, options: Mapping[str, Any], fixtures: list[FixtureRef]) -> None:
+        super().__init__(options, fixtures)
+        self.nonce = secrets.randbelow(9000) + 1000  # per process: each generator's texts differ too
+
     def run(self, client: Any, sample: LoadSample, clock: Clock) -> None:
         fx = self.fixture(sample.seq)
         assert fx.text is not None
-        text = f"{fx.text} Request {sample.seq}." if self.options["unique_text"] else fx.text
+        # the run's nonce too: a cache must not answer for a text spoken in an earlier run
+        unique = f"{fx.text} Request {self.nonce} {sample.seq}."
+        text = unique if self.options["unique_text"] else fx.text
         payload = json.dumps(
             {
                 "model": self.options["model"],
