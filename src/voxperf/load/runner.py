@@ -163,7 +163,8 @@ def run_load(
         "--loglevel",
         "WARNING",
     ]
-    head = [] if web_ui else ["--headless"]
+    # the web UI stays up while the run goes on and closes 10 s after it (runs always end by themselves)
+    head = ["--autostart", "--autoquit", "10"] if web_ui else ["--headless"]
     master_cmd = [
         *base,
         *head,
