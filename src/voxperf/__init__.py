@@ -221,6 +221,9 @@ if TYPE_CHECKING:
     from voxperf.store.store import (
         ResultStore as ResultStore,
     )
+    from voxperf.telemetry.client import (
+        TelemetryClient as TelemetryClient,
+    )
     from voxperf.trace.core import (
         Clock as Clock,
     )
@@ -422,6 +425,7 @@ _EXPORTS: dict[str, str] = {
     "decide": "voxperf.report.gate",
     "ResultStore": "voxperf.store.store",
     "open_store": "voxperf.store.config",
+    "TelemetryClient": "voxperf.telemetry.client",
     "result_from_traces": "voxperf.bench.ingest",
     "traces_from_otlp_json": "voxperf.trace.otel",
     "OTelExporter": "voxperf.trace.otel",
