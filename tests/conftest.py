@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -463,3 +463,28 @@ def drop_schema(name: str) -> None:
 
 def pg_url(schema: str) -> str:
     return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
+# the dictation app's documented example line, as it documents it
+TELEMETRY_EXAMPLE: dict[str, Any] = {
+    "schemaVersion": 1,
+    "appVersion": "0.4.0",
+    "appBuild": "123",
+    "osVersion": "macOS ...",
+    "event": {
+        "timestamp": "2026-02-19T02:00:00Z",
+        "name": "pipeline_timing",
+        "sessionID": "uuid",
+        "fields": {
+            "processing_level": "clean",
+            "total_ms": 1234,
+            "total_stage_ms": 1180,
+            "encode_ms": 20,
+            "stt_ms": 680,
+            "rewrite_ms": 430,
+            "paste_ms": 50,
+            "original_bytes": 160000,
+            "encoded_bytes": 42000,
+        },
+    },
+}

@@ -18,32 +18,10 @@ from voxperf.telemetry.client import Response, TelemetryClient, sanitize_event
 from voxperf.trace.core import Trace
 from voxperf.trace.export import pipeline_timing_event
 
+from .conftest import TELEMETRY_EXAMPLE as EXAMPLE
+
 CANARY = "sk-live-CANARY-7f3a"
 TEXT_CANARY = "the patient said CANARY words"
-
-# the dictation app's documented example line, as it documents it
-EXAMPLE = {
-    "schemaVersion": 1,
-    "appVersion": "0.4.0",
-    "appBuild": "123",
-    "osVersion": "macOS ...",
-    "event": {
-        "timestamp": "2026-02-19T02:00:00Z",
-        "name": "pipeline_timing",
-        "sessionID": "uuid",
-        "fields": {
-            "processing_level": "clean",
-            "total_ms": 1234,
-            "total_stage_ms": 1180,
-            "encode_ms": 20,
-            "stt_ms": 680,
-            "rewrite_ms": 430,
-            "paste_ms": 50,
-            "original_bytes": 160000,
-            "encoded_bytes": 42000,
-        },
-    },
-}
 
 
 class _Ingest(http.server.BaseHTTPRequestHandler):
