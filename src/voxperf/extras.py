@@ -14,7 +14,7 @@ from typing import Any
 
 from voxperf.errors import DependencyMissingError
 
-__all__ = ["EXTRAS", "load", "missing_extra", "require_extra"]
+__all__ = ["EXTRAS", "installed", "load", "missing_extra", "require_extra"]
 
 # extra -> the importable modules it provides (engine extras live on each engine's plugin)
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -32,7 +32,8 @@ def missing_extra(extra: str, purpose: str, module: str) -> DependencyMissingErr
     )
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported here (found, not imported)."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
@@ -42,7 +43,7 @@ def _installed(module: str) -> bool:
 def require_extra(extra: str, purpose: str) -> None:
     """Raise a :class:`DependencyMissingError` naming ``extra`` unless all its modules are installed."""
     for module in EXTRAS[extra]:
-        if not _installed(module):
+        if not installed(module):
             raise missing_extra(extra, purpose, module)
 
 

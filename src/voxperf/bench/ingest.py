@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from voxperf import __version__
@@ -29,6 +28,7 @@ from voxperf.bench.schema import (
     Resources,
     RunRecord,
     ToolInfo,
+    utc_timestamp,
 )
 from voxperf.errors import UsageError
 from voxperf.trace.core import NO_PARENT, Trace
@@ -141,7 +141,7 @@ def result_from_traces(
     machine = machine_info() if with_machine else {}
     return BenchResult(
         tool=ToolInfo(version=__version__),
-        createdAt=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        createdAt=utc_timestamp(),
         config={
             "source": source,
             "ingested": "traces",

@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,6 +58,7 @@ from voxperf.bench.schema import (
     SummaryRecord,
     WerRecord,
     WerUtterance,
+    utc_timestamp,
 )
 from voxperf.engines.alloc import fix_malloc_thresholds
 from voxperf.engines.base import LEVELS
@@ -68,6 +68,7 @@ from voxperf.engines.registry import (
     EngineSource,
     EngineSpec,
     describe_source,
+    is_factory,
     parse_spec,
     resolve_engine,
 )
@@ -209,7 +210,7 @@ class BenchConfig:
             source = getattr(self, role)
             if isinstance(source, str):
                 continue
-            if not callable(source) or hasattr(source, "info"):
+            if not is_factory(source):
                 raise UsageError(
                     f"the {role} engine is an instance, which cannot move into a lane's own process",
                     "pass its class or a module-level factory function, or run with isolate=False",
@@ -365,7 +366,7 @@ def run_bench(
         config.check_isolation()
     if config.instrument == "instructions" and not isolate:
         raise UsageError("instruction counts need the lane in its own process", "run with isolate=True")
-    created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    created = utc_timestamp()
     load_start = load_average()
     warnings: list[str] = []
     engines = EngineCache()

@@ -44,6 +44,7 @@ __all__ = [
     "json_schema",
     "load_result",
     "parse_result",
+    "utc_timestamp",
 ]
 
 SCHEMA_VERSION = 3
@@ -361,6 +362,13 @@ def load_result(path: str | Path) -> BenchResult:
             f"{p} is not valid JSON: {exc}", "the file is truncated or not a voxperf result"
         ) from exc
     return parse_result(data, source=str(p))
+
+
+def utc_timestamp() -> str:
+    """Now as a result's ``createdAt``: UTC, whole seconds, ``Z``."""
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def default_result_path(result: BenchResult, directory: Path = Path(".voxperf") / "runs") -> Path:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
 from voxperf.errors import DependencyMissingError, UnknownEngineError, UsageError
+from voxperf.extras import installed
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -39,6 +40,7 @@ __all__ = [
     "engine_names",
     "engine_plugin",
     "engine_plugins",
+    "is_factory",
     "parse_spec",
     "plugin_problems",
     "redact_spec",
@@ -128,7 +130,7 @@ class EnginePlugin:
 
     def missing(self) -> str | None:
         """What is not installed for this engine (``None`` when it can be created)."""
-        gone = [m for m in self.requires if not _importable(m)]
+        gone = [m for m in self.requires if not installed(m)]
         gone += [f"the {b} program" for b in self.binaries if shutil.which(b) is None]
         return ", ".join(gone) or None
 
@@ -182,11 +184,9 @@ class EngineSpec:
         return f"{self.name}:{opts}" if opts else self.name
 
 
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+def is_factory(source: EngineSource) -> bool:
+    """A class or a function that makes an engine (an engine instance has its ``info``)."""
+    return isinstance(source, type) or (callable(source) and not hasattr(source, "info"))
 
 
 def _is_secret(option: str) -> bool:
@@ -402,7 +402,7 @@ def resolve_engine(role: str, source: EngineSource) -> tuple[Any, EngineSpec | N
         return create_engine(spec), spec
     if isinstance(source, EngineSpec):
         return create_engine(source), source
-    if isinstance(source, type) or (callable(source) and not hasattr(source, "info")):
+    if is_factory(source):
         return source(), None
     return source, None
 
@@ -411,11 +411,7 @@ def describe_source(source: EngineSource) -> str:
     """How a non-spec engine source is recorded in a result's config (``module:qualname``)."""
     if isinstance(source, str):
         return redact_spec(source)
-    target = (
-        source
-        if isinstance(source, type) or (callable(source) and not hasattr(source, "info"))
-        else type(source)
-    )
+    target = source if is_factory(source) else type(source)
     module = getattr(target, "__module__", "?")
     name = getattr(target, "__qualname__", type(target).__qualname__)
     kind = "instance of " if target is type(source) else ""

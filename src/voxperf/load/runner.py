@@ -296,10 +296,9 @@ def plan_fixtures(source: Path | None, variants: tuple[str, ...] = ("short",)) -
 def result_document(plan: LoadPlan, report: Any, run: LoadRun) -> dict[str, Any]:
     """The versioned JSON of a load run: the plan (without audio), the report, the target's
     resources, and per-generator counts (the split of the schedule)."""
-    from datetime import UTC, datetime
-
     from voxperf import __version__
     from voxperf.bench.environment import git_info, machine_info
+    from voxperf.bench.schema import utc_timestamp
 
     per_generator: dict[str, int] = {}
     for s in run.samples:
@@ -310,7 +309,7 @@ def result_document(plan: LoadPlan, report: Any, run: LoadRun) -> dict[str, Any]
         "kind": "voxperf-load",
         "schemaVersion": LOAD_SCHEMA_VERSION,
         "tool": {"name": "voxperf", "version": __version__},
-        "createdAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "createdAt": utc_timestamp(),
         "plan": plan_doc,
         "report": report.to_dict(),
         "target": run.target,
@@ -392,8 +391,6 @@ def bench_result(plan: LoadPlan, report: Any, run: LoadRun) -> Any:
     """A load run as a versioned voxperf result (pipeline ``load``, one record per request), so
     ``voxperf store``, ``compare`` and ``gate`` treat it like bench output, with CIs from its
     samples. The run's figures (throughput, errors, late starts, SLOs) travel in ``config.load``."""
-    from datetime import UTC, datetime
-
     from voxperf import __version__
     from voxperf.bench.environment import git_info, machine_info
     from voxperf.bench.runner import summarize_records
@@ -406,6 +403,7 @@ def bench_result(plan: LoadPlan, report: Any, run: LoadRun) -> Any:
         Resources,
         RunRecord,
         ToolInfo,
+        utc_timestamp,
     )
 
     records = []
@@ -459,7 +457,7 @@ def bench_result(plan: LoadPlan, report: Any, run: LoadRun) -> Any:
     config["load"] = {k: v for k, v in report.to_dict().items() if k not in ("metrics", "windows")}
     return BenchResult(
         tool=ToolInfo(version=__version__),
-        createdAt=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        createdAt=utc_timestamp(),
         config=config,
         git=GitInfo(**git_info(None)),
         machine=MachineInfo(**machine_info()),

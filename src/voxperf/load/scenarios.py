@@ -79,7 +79,8 @@ class Scenario:
 
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
-    needs_audio: ClassVar[bool] = True
+    needs_audio: ClassVar[bool] = True  # else: fixtures with a text
+    needs_fixtures: ClassVar[bool] = True
 
     def __init__(self, options: Mapping[str, Any], fixtures: list[FixtureRef]) -> None:
         unknown = set(options) - set(self.defaults)
@@ -90,7 +91,7 @@ class Scenario:
             )
         self.options = {**self.defaults, **options}
         usable = [f for f in fixtures if (f.audio is not None if self.needs_audio else f.text)]
-        if not usable:
+        if not usable and self.needs_fixtures:
             what = "audio" if self.needs_audio else "a text"
             raise ValueError(f"scenario {self.name!r} needs fixtures with {what}")
         self.fixtures = usable
@@ -337,17 +338,8 @@ class GetScenario(Scenario):
     """``GET path`` (default ``/healthz``): a trivial endpoint, to measure the generator itself."""
 
     name = "get"
-    needs_audio = False
+    needs_fixtures = False
     defaults: ClassVar[dict[str, Any]] = {"path": "/healthz"}
-
-    def __init__(self, options: Mapping[str, Any], fixtures: list[FixtureRef]) -> None:
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise ValueError(
-                f"unknown option(s) {', '.join(sorted(unknown))} for scenario 'get'; valid: path"
-            )
-        self.options = {**self.defaults, **options}
-        self.fixtures = fixtures
 
     def run(self, client: Any, sample: LoadSample, clock: Clock) -> None:
         response = client.request("GET", self.options["path"], name="get", stream=True)
