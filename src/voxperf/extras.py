@@ -23,6 +23,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "scale": ("celery", "psycopg"),
     "otel": ("opentelemetry",),
     "load": ("locust", "gevent"),
+    "telemetry": ("duckdb", "msgspec"),
 }
 
 

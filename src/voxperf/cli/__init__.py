@@ -15,7 +15,7 @@ from voxperf import __version__
 
 # isort: off
 from voxperf.cli import bench  # noqa: F401 - importing a module registers its commands, in this order
-from voxperf.cli import ab, load, report, serve, store  # noqa: F401
+from voxperf.cli import ab, load, report, serve, store, telemetry  # noqa: F401
 
 # isort: on
 from voxperf.cli._common import app, stderr

@@ -54,6 +54,11 @@ class KeyRing:
                     f"cannot read the API keys file {path}: {exc.strerror}", "check the path"
                 ) from exc
             entries += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        return cls.from_entries(entries)
+
+    @classmethod
+    def from_entries(cls, entries: list[str]) -> KeyRing:
+        """A ring from ``tenant:KEY`` / ``tenant:sha256:HEX`` entries (a usage error names a bad one)."""
         ring = cls()
         for entry in entries:
             tenant, sep, secret = entry.partition(":")

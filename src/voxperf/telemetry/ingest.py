@@ -1,31 +1,42 @@
 """Validation of telemetry batches as an ingest endpoint receives them (NDJSON, optionally gzip).
 
-Each line is checked on its own: a good line is kept (rebuilt from the event definition's
-fields: anything else is not stored), a bad one is reported with its line number and the reason,
-and the rest of the batch still counts (partial success). Sizes are bounded before and after
-decompression, so a small gzip body cannot expand without limit.
+Each line is checked on its own against the event model (:mod:`.model`) by a typed decoder
+(msgspec: parsing and validation in one pass, well under a microsecond per line): a good line is
+kept, rebuilt from its declared fields only (anything else is never stored), a bad one is reported
+with its 1-based line number and the reason, and the rest of the batch still counts (partial
+success). Sizes are bounded before and after decompression, so a small gzip body cannot expand
+without limit. The result is columnar, ready for a store's bulk insert.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-import json
 import math
+import zlib
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from voxperf.engines.base import LEVELS
-from voxperf.telemetry.client import EVENT_FIELDS
+import msgspec
+import numpy as np
 
-__all__ = ["IngestError", "LineError", "ParsedBatch", "decode_body", "parse_batch", "validate_event"]
+from voxperf.telemetry.model import (
+    ENVELOPE_COLUMNS,
+    EVENTS,
+    IDENTIFIER_PATTERN,
+    NUMBER_COLUMNS,
+    SCHEMA_VERSION,
+    TEXT_COLUMNS,
+    FieldSpec,
+)
+
+__all__ = ["IngestError", "LineError", "ParsedBatch", "decode_body", "parse_batch"]
 
 MAX_BODY_BYTES = 8 * 2**20  # as received (compressed)
 MAX_EXPANDED_BYTES = 64 * 2**20
 MAX_LINE_BYTES = 16 * 2**10
 MAX_LINES = 100_000
-SCHEMA_VERSIONS = frozenset({1})
 
 
 class IngestError(ValueError):
@@ -44,9 +55,48 @@ class LineError:
 
 @dataclass
 class ParsedBatch:
-    events: list[dict[str, Any]] = field(default_factory=list)
+    """The valid events of a batch as columns (``ts_ms``, envelope, text and number columns; a
+    missing number is NaN, a missing text None) and the bad lines."""
+
+    rows: int = 0
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
     errors: list[LineError] = field(default_factory=list)
-    dropped_fields: int = 0  # fields not in the event definition: not stored
+    lines: int = 0
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The stored events rebuilt as NDJSON-shaped dicts (for tests and exports, not the hot path)."""
+        out = []
+        for i in range(self.rows):
+            name = str(self.columns["name"][i])
+            fields: dict[str, Any] = {}
+            for spec in EVENTS[name]:
+                value = self.columns[spec.name][i]
+                if spec.kind == "number":
+                    if not math.isnan(value):
+                        fields[spec.name] = float(value)
+                elif value is not None:
+                    fields[spec.name] = str(value)
+            out.append(
+                {
+                    "schemaVersion": SCHEMA_VERSION,
+                    "appVersion": self.columns["app_version"][i],
+                    "appBuild": self.columns["app_build"][i],
+                    "osVersion": self.columns["os_version"][i],
+                    "event": {
+                        "timestamp": _iso(int(self.columns["ts_ms"][i])),
+                        "name": name,
+                        "sessionID": self.columns["session_id"][i],
+                        "fields": fields,
+                    },
+                }
+            )
+        return out
+
+
+def _iso(ms: int) -> str:
+    spec = "seconds" if ms % 1000 == 0 else "milliseconds"
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def decode_body(body: bytes, content_encoding: str | None) -> bytes:
@@ -58,83 +108,86 @@ def decode_body(body: bytes, content_encoding: str | None) -> bytes:
         return body
     if encoding != "gzip":
         raise IngestError(415, f"Content-Encoding {encoding!r} is not supported: send gzip or identity")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing; bounded output per call
+    try:
+        out = inflater.decompress(body, MAX_EXPANDED_BYTES + 1)
+        if len(out) > MAX_EXPANDED_BYTES or inflater.unconsumed_tail:
+            raise IngestError(413, f"the body expands past {MAX_EXPANDED_BYTES} bytes: send smaller batches")
+        if not inflater.eof:
+            raise IngestError(400, "the body is not valid gzip: it ends before the gzip stream does")
+        if inflater.unused_data:  # concatenated gzip members: decode them the slow, bounded way
+            return _multi_member(body)
+    except zlib.error as exc:
+        raise IngestError(400, f"the body is not valid gzip: {exc}") from None
+    return out
+
+
+def _multi_member(body: bytes) -> bytes:
     out = bytearray()
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(body)) as fh:
             while chunk := fh.read(1 << 20):
                 out += chunk
                 if len(out) > MAX_EXPANDED_BYTES:
-                    raise IngestError(
-                        413, f"the body expands past {MAX_EXPANDED_BYTES} bytes: send smaller batches"
-                    )
+                    raise IngestError(413, f"the body expands past {MAX_EXPANDED_BYTES} bytes")
     except (OSError, EOFError) as exc:
         raise IngestError(400, f"the body is not valid gzip: {exc}") from None
     return bytes(out)
 
 
-def _count(name: str, value: object) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"event.fields.{name} must be a number >= 0, got {value!r}")
-    return value
+def _text(limit: int) -> Any:
+    return Annotated[str, msgspec.Meta(min_length=1, max_length=limit, pattern=r"^[^\x00-\x1f]*$")]
 
 
-def _text(name: str, value: object, limit: int) -> str:
-    if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
-        raise ValueError(f"{name} must be a non-empty string of at most {limit} characters")
-    return value
+def _field_type(spec: FieldSpec) -> Any:
+    if spec.kind == "number":
+        return Annotated[float, msgspec.Meta(ge=0)] | None
+    if spec.kind == "choice":
+        return Literal[spec.choices] | None
+    return Annotated[str, msgspec.Meta(pattern=IDENTIFIER_PATTERN)] | None
 
 
-def validate_event(obj: object) -> tuple[dict[str, Any], int]:
-    """The stored form of one event and how many unknown fields were left out; ``ValueError``
-    with the reason when the line is not a valid event."""
-    if not isinstance(obj, dict):
-        raise ValueError("a line must be a JSON object")
-    version = obj.get("schemaVersion")
-    if isinstance(version, bool) or version not in SCHEMA_VERSIONS:
-        raise ValueError(f"schemaVersion {version!r} is not supported (use 1)")
-    inner = obj.get("event")
-    if not isinstance(inner, dict):
-        raise ValueError("event must be an object")
-    name = inner.get("name")
-    allowed = EVENT_FIELDS.get(name) if isinstance(name, str) else None
-    if allowed is None:
-        raise ValueError(f"unknown event name {name!r} (known: {', '.join(EVENT_FIELDS)})")
-    timestamp = _text("event.timestamp", inner.get("timestamp"), 40)
-    try:
-        datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"event.timestamp {timestamp!r} is not an ISO-8601 time") from None
-    fields_in = inner.get("fields")
-    if not isinstance(fields_in, dict):
-        raise ValueError("event.fields must be an object")
-    fields: dict[str, Any] = {}
-    for key, kind in allowed.items():
-        if key not in fields_in or fields_in[key] is None:
-            continue
-        if kind == "level":
-            level = fields_in[key]
-            if level not in LEVELS:
-                raise ValueError(f"event.fields.{key} must be one of {', '.join(LEVELS)}, got {level!r}")
-            fields[key] = level
-        else:
-            fields[key] = _count(key, fields_in[key])
-    unknown = len(set(fields_in) - set(allowed)) + len(
-        set(obj) - {"schemaVersion", "appVersion", "appBuild", "osVersion", "event"}
+def _event_type(name: str) -> type[msgspec.Struct]:
+    specs = EVENTS[name]
+    fields_type = msgspec.defstruct(f"{name}_fields", [(s.name, _field_type(s), None) for s in specs])
+    return msgspec.defstruct(
+        name,
+        [
+            ("timestamp", Annotated[datetime, msgspec.Meta(tz=True)]),
+            ("sessionID", _text(64)),
+            ("fields", fields_type),
+        ],
+        tag_field="name",
+        tag=name,
     )
-    unknown += len(set(inner) - {"timestamp", "name", "sessionID", "fields"})
-    stored = {
-        "schemaVersion": version,
-        "appVersion": _text("appVersion", obj.get("appVersion"), 64),
-        "appBuild": _text("appBuild", obj.get("appBuild", "0"), 64),
-        "osVersion": _text("osVersion", obj.get("osVersion", "unknown"), 128),
-        "event": {
-            "timestamp": timestamp,
-            "name": name,
-            "sessionID": _text("event.sessionID", inner.get("sessionID"), 64),
-            "fields": fields,
-        },
-    }
-    return stored, unknown
+
+
+_EVENT_TYPES = {name: _event_type(name) for name in EVENTS}
+_Envelope = msgspec.defstruct(
+    "Envelope",
+    [
+        ("schemaVersion", Literal[SCHEMA_VERSION]),
+        ("appVersion", _text(64)),
+        ("event", _EVENT_TYPES["pipeline_timing"] | _EVENT_TYPES["speech_timing"]),
+        ("appBuild", _text(64), "0"),
+        ("osVersion", _text(128), "unknown"),
+    ],
+)
+_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_Envelope)
+_NAN = float("nan")
+
+
+def _reason(exc: msgspec.MsgspecError) -> str:
+    text = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        if "$.event.name" in text:
+            return f"unknown event name: {text} (known: {', '.join(EVENTS)})"
+        if "$.schemaVersion" in text:
+            return f"unsupported schemaVersion (use {SCHEMA_VERSION}): {text}"
+        if "$.event.timestamp" in text:
+            return f"event.timestamp must be an RFC 3339 / ISO-8601 time with a zone: {text}"
+        return text
+    return f"not JSON: {text}"
 
 
 def parse_batch(data: bytes) -> ParsedBatch:
@@ -143,20 +196,66 @@ def parse_batch(data: bytes) -> ParsedBatch:
     lines = data.split(b"\n")
     if len(lines) > MAX_LINES + 1:
         raise IngestError(413, f"more than {MAX_LINES} lines in one batch: send smaller batches")
+    by_name: dict[str, list[Any]] = {name: [] for name in EVENTS}
+    decode = _decoder.decode
     for number, raw in enumerate(lines, 1):
-        if not raw.strip():
+        if not raw or raw.isspace():
             continue
+        out.lines += 1
         if len(raw) > MAX_LINE_BYTES:
             out.errors.append(LineError(number, f"the line is longer than {MAX_LINE_BYTES} bytes"))
             continue
         try:
-            event, unknown = validate_event(json.loads(raw))
-        except json.JSONDecodeError as exc:
-            out.errors.append(LineError(number, f"not JSON: {exc.msg} at column {exc.colno}"))
+            envelope = decode(raw)
+        except msgspec.MsgspecError as exc:
+            out.errors.append(LineError(number, _reason(exc)))
             continue
-        except (ValueError, UnicodeDecodeError) as exc:
-            out.errors.append(LineError(number, str(exc)))
-            continue
-        out.events.append(event)
-        out.dropped_fields += unknown
+        by_name[type(envelope.event).__name__].append(envelope)
+    out.columns, out.rows = _columns(by_name)
     return out
+
+
+def _columns(by_name: dict[str, list[Any]]) -> tuple[dict[str, np.ndarray], int]:
+    """Column arrays of the valid events, grouped by event (one decode, no per-value Python work
+    beyond reading attributes)."""
+    parts: list[dict[str, np.ndarray]] = []
+    for name, envelopes in by_name.items():
+        n = len(envelopes)
+        if not n:
+            continue
+        specs = EVENTS[name]
+        fields = np.array([msgspec.structs.astuple(e.event.fields) for e in envelopes], dtype=object).reshape(
+            n, len(specs)
+        )
+        cols: dict[str, np.ndarray] = {
+            "ts_ms": np.fromiter(
+                (int(e.event.timestamp.timestamp() * 1000) for e in envelopes), dtype=np.int64, count=n
+            ),
+            "name": np.full(n, name, dtype=object),
+            "session_id": np.array([e.event.sessionID for e in envelopes], dtype=object),
+            "app_version": np.array([e.appVersion for e in envelopes], dtype=object),
+            "app_build": np.array([e.appBuild for e in envelopes], dtype=object),
+            "os_version": np.array([e.osVersion for e in envelopes], dtype=object),
+        }
+        present = {s.name: k for k, s in enumerate(specs)}
+        for column in TEXT_COLUMNS:
+            k = present.get(column)
+            cols[column] = fields[:, k] if k is not None else np.full(n, None, dtype=object)
+        for column in NUMBER_COLUMNS:
+            k = present.get(column)
+            if k is None:
+                cols[column] = np.full(n, _NAN)
+            else:
+                values = fields[:, k]
+                values[values == None] = _NAN  # noqa: E711 (elementwise, not identity)
+                cols[column] = values.astype(np.float64)
+        parts.append(cols)
+    if not parts:
+        return {}, 0
+    if len(parts) == 1:
+        return parts[0], len(parts[0]["ts_ms"])
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return merged, len(merged["ts_ms"])
+
+
+COLUMNS: tuple[str, ...] = ("ts_ms", *ENVELOPE_COLUMNS, *TEXT_COLUMNS, *NUMBER_COLUMNS)

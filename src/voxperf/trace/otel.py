@@ -26,7 +26,15 @@ from typing import Any
 from voxperf.extras import missing_extra
 from voxperf.trace.core import NO_PARENT, Trace
 
-__all__ = ["OTelCollector", "OTelExporter", "SpanData", "trace_from_spans", "traces_from_otlp_json"]
+__all__ = [
+    "OTelCollector",
+    "OTelExporter",
+    "SpanData",
+    "spans_by_trace",
+    "spans_from_otlp_json",
+    "trace_from_spans",
+    "traces_from_otlp_json",
+]
 
 
 class OTelExporter:
@@ -256,6 +264,16 @@ def traces_from_otlp_json(
     """voxperf traces from an OTLP/JSON trace export (``{"resourceSpans": [...]}``, as written by the
     Collector's file exporter or sent to ``/v1/traces``); one JSON document per line is accepted too.
     Malformed documents are a :class:`ValueError` naming what is wrong."""
+    return [trace_from_spans(group, names=names) for group in spans_by_trace(spans_from_otlp_json(data))]
+
+
+def spans_by_trace(spans: Iterable[SpanData]) -> list[list[SpanData]]:
+    """The spans of each trace, in order of first appearance."""
+    return list(_group(spans).values())
+
+
+def spans_from_otlp_json(data: bytes | str | Mapping[str, Any]) -> list[SpanData]:
+    """Every span of an OTLP/JSON trace export (see :func:`traces_from_otlp_json`)."""
     if isinstance(data, Mapping):
         documents: list[Any] = [data]
     else:
@@ -296,4 +314,4 @@ def traces_from_otlp_json(
                         )
                     except (KeyError, TypeError, ValueError) as exc:
                         raise ValueError(f"document {n}: a span lacks or mangles {exc}") from None
-    return [trace_from_spans(group, names=names) for group in _group(spans).values()]
+    return spans
