@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import math
 import os
 import shutil
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -488,3 +490,31 @@ TELEMETRY_EXAMPLE: dict[str, Any] = {
         },
     },
 }
+
+
+def telemetry_line(
+    name: str,
+    ts_ms: int,
+    *,
+    app_version: str = "1.0.0",
+    session: str | None = None,
+    **fields: Any,
+) -> str:
+    """One NDJSON telemetry line of event ``name`` at ``ts_ms`` (epoch ms) with ``fields``."""
+    stamp = (
+        datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+    return json.dumps(
+        {
+            "schemaVersion": 1,
+            "appVersion": app_version,
+            "appBuild": "7",
+            "osVersion": "Linux",
+            "event": {
+                "timestamp": stamp,
+                "name": name,
+                "sessionID": session or str(uuid.uuid4()),
+                "fields": fields,
+            },
+        }
+    )

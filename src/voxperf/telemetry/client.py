@@ -33,20 +33,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from voxperf.engines.base import LEVELS
-from voxperf.trace.export import PIPELINE_TIMING_FIELDS, PIPELINE_TIMING_SCHEMA_VERSION
+from voxperf.telemetry.model import EVENTS, IDENTIFIER_PATTERN, FieldSpec
+from voxperf.trace.export import PIPELINE_TIMING_SCHEMA_VERSION
 
 __all__ = ["EVENT_FIELDS", "INGEST_ENV", "Response", "TelemetryClient", "sanitize_event"]
 
 INGEST_ENV = ("VOXPERF_INGEST_URL", "VOX_PERF_INGEST_URL")
 KEY_ENV = "VOXPERF_INGEST_KEY"
 
-# event name -> its fields and their kinds: the allow-list (one definition, shared with the exporter)
-EVENT_FIELDS: dict[str, dict[str, str]] = {
-    "pipeline_timing": {
-        name: ("level" if name == "processing_level" else "count") for name in PIPELINE_TIMING_FIELDS
-    },
+# event name -> its fields: the allow-list (the one event model, shared with ingest and the exporter)
+EVENT_FIELDS: dict[str, dict[str, FieldSpec]] = {
+    name: {f.name: f for f in specs} for name, specs in EVENTS.items()
 }
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 # what may travel, by shape: a version starts with a digit (a key or a sentence cannot pass), a
 # build is a number or a commit hash, the OS is this machine's own (the app's value is not used)
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}([-+][0-9A-Za-z.]{1,20})?$")
@@ -57,14 +56,19 @@ _SESSION_NS = uuid.UUID("6f1d3c52-9a4e-4b7c-8f1e-2d5a7c9b0e13")
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-def _value(kind: str, value: object) -> object | None:
-    if kind == "count":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+def _value(spec: FieldSpec, value: object) -> object | None:
+    if spec.kind == "number":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
             return None
         return int(value) if float(value).is_integer() else float(value)
-    if kind == "level":
-        return value if isinstance(value, str) and value in LEVELS else None
-    return None
+    if spec.kind == "choice":
+        return value if isinstance(value, str) and value in spec.choices else None
+    return value if isinstance(value, str) and _IDENTIFIER.match(value) else None
 
 
 def sanitize_event(event: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -84,8 +88,8 @@ def sanitize_event(event: Mapping[str, Any]) -> dict[str, Any] | None:
     fields_in = inner.get("fields")
     fields: dict[str, object] = {}
     if isinstance(fields_in, Mapping):
-        for key, kind in allowed.items():
-            value = _value(kind, fields_in.get(key))
+        for key, spec in allowed.items():
+            value = _value(spec, fields_in.get(key))
             if value is not None:
                 fields[key] = value
     out: dict[str, Any] = {"schemaVersion": PIPELINE_TIMING_SCHEMA_VERSION}

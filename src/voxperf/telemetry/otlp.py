@@ -46,7 +46,8 @@ def event_from_trace(trace: Trace) -> dict[str, Any] | None:
     """The telemetry event (NDJSON shape) of one request-flow trace; None if it is not one."""
     attrs = trace.attrs
     totals = stage_totals_ns(trace)
-    first = {e.name: e.t_ns for e in reversed(trace.events)}  # the first of each name
+    # the first of each event name (OTel span events arrive as lower-case metric stems)
+    first = {e.name.upper(): e.t_ns for e in reversed(trace.events)}
     duration = trace.end_ns - trace.start_ns
     fields: dict[str, Any]
     if any(stage in totals for stage in _DICTATION):

@@ -152,7 +152,9 @@ class TelemetryStore:
         rollup_days: float = 400,
         threads: int | None = None,
         clock: Callable[[], float] = time.time,
+        migrate_to: int | None = None,
     ) -> None:
+        """Open (and create or migrate: to the latest schema, or ``migrate_to``) the store."""
         self.target = str(target)
         self.raw_days = raw_days
         self.rollup_days = rollup_days
@@ -183,7 +185,7 @@ class TelemetryStore:
                     f"cannot open the telemetry store {path}: {exc}",
                     "check the path is writable and no other process holds it open",
                 ) from None
-        self.migrate()
+        self.migrate(migrate_to)
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -207,7 +209,7 @@ class TelemetryStore:
                 cur.close()
 
     def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.dialect == "postgres" else sql
+        return sql.replace("%", "%%").replace("?", "%s") if self.dialect == "postgres" else sql
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self.dialect == "postgres":
