@@ -118,6 +118,18 @@ def gate(
         raise typer.Exit(int(ExitCode.DATA))
 
 
+def _production_section(head: Path, source: str, app_version: str | None, window: str) -> str:
+    """The "bench vs production" Markdown section for the head result."""
+    from voxperf.bench.schema import load_result
+    from voxperf.telemetry.production import production_summary, render_markdown, side_by_side
+
+    production = production_summary(
+        source, app_version=app_version, window=window, api_key=os.environ.get("VOXPERF_TELEMETRY_KEY")
+    )
+    rows = side_by_side(load_result(head), production)
+    return render_markdown(rows, app_version=app_version, window=window)
+
+
 def _unit_value(value: float, metric: str) -> str:
     from voxperf.bench.catalog import unit_of
     from voxperf.bench.table import format_value
@@ -156,6 +168,17 @@ def report(
         bool, typer.Option(help="Add a short synthesis from an OpenAI-compatible endpoint (fails open)")
     ] = False,
     resamples: Annotated[int, typer.Option(min=1, help="Bootstrap resamples per CI")] = 1000,
+    telemetry: Annotated[
+        str | None,
+        typer.Option(
+            envvar="VOXPERF_TELEMETRY_URL",
+            help="Add production p95s: a telemetry server URL, DuckDB path or postgresql:// URL",
+        ),
+    ] = None,
+    app_version: Annotated[
+        str | None, typer.Option(help="Production events of this app version only (default: all)")
+    ] = None,
+    telemetry_window: Annotated[str, typer.Option(help="Production window: 24h, 7d ...")] = "7d",
 ) -> None:
     """Render the PR report (Markdown) and optionally post it as one sticky PR comment."""
     from voxperf.report.render import render_markdown, trend_points
@@ -174,6 +197,8 @@ def report(
     text = render_markdown(
         comparison, trend=trend_points(trend_runs), vs_trend=vs_trend, mermaid=mermaid, synthesis=paragraph
     )
+    if telemetry:
+        text += "\n" + _production_section(head, telemetry, app_version, telemetry_window)
     if markdown is not None:
         markdown.write_text(text, encoding="utf-8")
     elif not github_comment and html_out is None:

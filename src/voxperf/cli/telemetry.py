@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from voxperf.cli._common import app, handle_errors
+from voxperf.cli._common import JsonOpt, app, handle_errors
 
 telemetry_app = typer.Typer(
     help="Production telemetry: ingest app events, dashboard, alerts, Prometheus /metrics.",
@@ -57,3 +62,33 @@ def serve(
         port=port,
         log_level="warning",
     )
+
+
+@telemetry_app.command("compare")
+@handle_errors
+def compare(
+    result: Annotated[Path, typer.Argument(help="A bench result file")],
+    telemetry: Annotated[
+        str,
+        typer.Option(
+            envvar="VOXPERF_TELEMETRY_URL", help="Telemetry server URL, DuckDB path or postgresql:// URL"
+        ),
+    ],
+    app_version: Annotated[
+        str | None, typer.Option(help="Production events of this app version only")
+    ] = None,
+    window: Annotated[str, typer.Option(help="Production window: 24h, 7d ...")] = "7d",
+    json_out: JsonOpt = False,
+) -> None:
+    """Bench and production side by side: the result's p50/p95 next to what users' apps reported."""
+    from voxperf.bench.schema import load_result
+    from voxperf.telemetry.production import production_summary, render_markdown, side_by_side
+
+    production = production_summary(
+        telemetry, app_version=app_version, window=window, api_key=os.environ.get("VOXPERF_TELEMETRY_KEY")
+    )
+    rows = side_by_side(load_result(result), production)
+    if json_out:
+        sys.stdout.write(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    else:
+        sys.stdout.write(render_markdown(rows, app_version=app_version, window=window))

@@ -142,18 +142,6 @@ def _stats(stats: str) -> list[str]:
     return [s.strip() for s in stats.split(",") if s.strip()]
 
 
-def _summary(store: TelemetryStore, q: Query) -> dict[str, Any]:
-    """Each metric over the whole window (one bucket): count and p50/p95, or the rate."""
-    whole = Query(q.start_ms, q.end_ms, q.end_ms - q.start_ms, q.tenant, q.filters)
-    out: dict[str, Any] = {}
-    for name, m in METRICS.items():
-        stats = ("p50", "p95") if m.column is not None else ("value",)
-        points = store.series(name, whole, stats if m.column is not None else ())
-        p = points[0] if points else None
-        out[name] = {"count": p.count if p else 0, **{s: (p.values.get(s) if p else None) for s in stats}}
-    return out
-
-
 def _thresholds(state: TelemetryState) -> list[dict[str, Any]]:
     return [
         {
@@ -257,7 +245,7 @@ async def otlp_traces(request: Request, state: State, tenant: Tenant) -> JSONRes
 @router.get("/v1/telemetry/summary", tags=["telemetry"])
 async def summary(state: State, q: Window) -> dict[str, Any]:
     """Every metric over the window: count and p50/p95 (timings) or the value (rates)."""
-    metrics = await run_in_threadpool(_summary, state.store, q)
+    metrics = await run_in_threadpool(state.store.summary, q)
     return {"start_ms": q.start_ms, "end_ms": q.end_ms, "metrics": metrics, "thresholds": _thresholds(state)}
 
 

@@ -458,6 +458,23 @@ class TelemetryStore:
             out.append(Point(t, n, {"value": bad / n}, "rollup"))
         return out
 
+    def summary(self, q: Query) -> dict[str, dict[str, Any]]:
+        """Every metric over the whole window: count and p50/p95 (timings) or the value (rates)."""
+        whole = Query(q.start_ms, q.end_ms, q.end_ms - q.start_ms, q.tenant, q.filters)
+        out: dict[str, dict[str, Any]] = {}
+        for name, m in METRICS.items():
+            stats: tuple[str, ...] = ("p50", "p95") if m.column is not None else ("value",)
+            points = self.series(name, whole, stats if m.column is not None else ())
+            if not points:
+                out[name] = {"count": 0, **dict.fromkeys(stats), "source": None}
+                continue
+            # a window across the rollup boundary: the statistics of its raw part, all events counted
+            p = points[-1]
+            source = p.source if len(points) == 1 else "raw part; older events only in rollups"
+            out[name] = {"count": sum(x.count for x in points), **{s: p.values.get(s) for s in stats}}
+            out[name]["source"] = source
+        return out
+
     def slowest(self, name: str, q: Query, limit: int = 20) -> list[dict[str, Any]]:
         """The slowest events of a window for a timing metric: the drill-down from a spike."""
         m = metric(name)
