@@ -93,8 +93,14 @@ class Metric:
     name: str
     label: str
     unit: str
-    event: str  # which event carries it
+    event: str  # which event carries it ("otlp": OTLP histograms)
     column: str | None = None  # None: a rate (cache hit rate, error rate, throughput)
+    histogram: bool = False  # from OTLP explicit-bucket histograms: percentiles are estimates
+
+    @property
+    def rate(self) -> bool:
+        """A rate (one value per window), not a distribution with percentiles."""
+        return self.column is None and not self.histogram
 
 
 METRICS: dict[str, Metric] = {
@@ -111,6 +117,23 @@ METRICS: dict[str, Metric] = {
             Metric(f.name, f.name.removesuffix("_ms").replace("_", " "), "ms", "pipeline_timing", f.name)
             for f in EVENTS["pipeline_timing"]
             if f.unit == "ms"
+        ),
+        *(
+            Metric(
+                name,
+                f"{name.removesuffix('_ms').replace('_', ' ')} (OTLP histogram)",
+                "ms",
+                "otlp",
+                None,
+                True,
+            )
+            for name in (
+                "turn_e2e_latency_ms",
+                "llm_ttft_ms",
+                "tts_ttfb_ms",
+                "transcription_delay_ms",
+                "end_of_turn_delay_ms",
+            )
         ),
     )
 }

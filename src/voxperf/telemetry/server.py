@@ -9,7 +9,8 @@ runs it. Endpoints (JSON; errors in the service's one error shape):
   429 with ``Retry-After`` when ``max_inflight`` batches are already being stored. The batch id is
   the ``X-Voxperf-Batch-Id`` (or ``Idempotency-Key``) header, else the body's sha256: a retried
   batch is stored once and answered with its first receipt (``duplicate: true``).
-* ``POST /v1/traces``: OTLP/HTTP JSON request-flow traces, mapped onto the same events.
+* ``POST /v1/traces``: OTLP/HTTP JSON request-flow traces, mapped onto the same events;
+  ``POST /v1/metrics``: OTLP/HTTP JSON latency histograms (LiveKit's ``lk.agents.turn.*``).
 * ``GET /v1/telemetry/{summary,series,slowest,breakdown,options}``: what the dashboard draws.
 * ``GET /v1/alerts``: each alert's state (ok/warning/error), decided now on complete windows.
 * ``GET /metrics`` (Prometheus), ``GET /dashboard``, ``GET /healthz``.
@@ -242,6 +243,33 @@ async def otlp_traces(request: Request, state: State, tenant: Tenant) -> JSONRes
     return JSONResponse({"partialSuccess": partial})
 
 
+@router.post("/v1/metrics", tags=["telemetry"])
+async def otlp_metrics(request: Request, state: State, tenant: Tenant) -> JSONResponse:
+    """OTLP/HTTP JSON metrics: LiveKit-style latency histograms (see :mod:`.histograms`)."""
+    from voxperf.telemetry.histograms import points_from_otlp_metrics
+
+    give_back = state.ingesting.claim()
+    try:
+        body = await request.body()
+        try:
+            data = decode_body(body, request.headers.get("content-encoding"))
+            points, rejected, message = points_from_otlp_metrics(data)
+        except IngestError as exc:
+            raise ApiError(exc.status, str(exc), "invalid_request_error", "send OTLP/HTTP JSON") from None
+        except ValueError as exc:
+            raise ApiError(
+                400, str(exc), "invalid_request_error", "send OTLP/HTTP JSON (resourceMetrics)"
+            ) from None
+        batch_id = "otlp-metrics:" + hashlib.sha256(body).hexdigest()
+        await run_in_threadpool(
+            state.store.ingest_histograms, points, batch_id=batch_id, tenant=tenant, rejected=rejected
+        )
+    finally:
+        give_back()
+    partial = {"rejectedDataPoints": str(rejected), "errorMessage": message} if rejected else {}
+    return JSONResponse({"partialSuccess": partial})
+
+
 @router.get("/v1/telemetry/summary", tags=["telemetry"])
 async def summary(state: State, q: Window) -> dict[str, Any]:
     """Every metric over the window: count and p50/p95 (timings) or the value (rates)."""
@@ -253,7 +281,7 @@ async def summary(state: State, q: Window) -> dict[str, Any]:
 async def series(state: State, q: Window, metric: str = "ttfa_ms", stats: str = "p50,p95") -> dict[str, Any]:
     """One point per bucket: percentiles (``percentile_cont``) of a timing, or a rate."""
     m = METRICS.get(metric)
-    wanted = _stats(stats) if m is None or m.column is not None else []
+    wanted = [] if m is not None and m.rate else _stats(stats)
     points = await run_in_threadpool(state.store.series, metric, q, wanted)
     return {
         "metric": metric,
@@ -277,7 +305,7 @@ async def breakdown(
 ) -> dict[str, Any]:
     """A metric per provider, version, level ... over the window (historical analysis)."""
     m = METRICS.get(metric)
-    wanted = _stats(stats) if m is None or m.column is not None else []
+    wanted = [] if m is not None and m.rate else _stats(stats)
     rows = await run_in_threadpool(state.store.breakdown, metric, by, q, wanted)
     return {"metric": metric, "by": by, "rows": rows}
 

@@ -23,6 +23,7 @@ rollups and say so (``source``).
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -36,6 +37,7 @@ import numpy as np
 
 from voxperf.errors import ServiceUnavailableError, UsageError
 from voxperf.extras import load
+from voxperf.telemetry.histograms import HistogramPoint, histogram_quantile
 from voxperf.telemetry.ingest import COLUMNS, ParsedBatch
 from voxperf.telemetry.model import FILTERS, METRICS, NUMBER_COLUMNS, TEXT_COLUMNS, Metric
 
@@ -77,10 +79,18 @@ def _ddl(dialect: Dialect) -> list[list[str]]:
             if dialect == "postgres"  # DuckDB prunes by its per-block min/max instead
             else []
         ),
+        [  # 3: OTLP histogram points (deltas) and the last cumulative point of each series
+            f"CREATE TABLE telemetry_histograms (tenant {t['text']} NOT NULL, ts_ms {t['int']} NOT NULL, "
+            f"metric {t['text']} NOT NULL, provider {t['text']}, app_version {t['text']}, "
+            f"bounds {t['text']} NOT NULL, counts {t['text']} NOT NULL, total {t['number']}, n {t['int']})",
+            f"CREATE TABLE telemetry_histogram_last (tenant {t['text']} NOT NULL, "
+            f"series {t['text']} NOT NULL, start_ns {t['int']} NOT NULL, counts {t['text']} NOT NULL, "
+            f"total {t['number']}, "
+            "PRIMARY KEY (tenant, series))",
+        ],
     ]
 
 
-MIGRATIONS_COUNT = 2
 MIGRATIONS = {"duckdb": _ddl("duckdb"), "postgres": _ddl("postgres")}
 
 
@@ -124,7 +134,7 @@ class Point:
     t_ms: int
     count: int
     values: dict[str, float | None]
-    source: Literal["raw", "rollup"] = "raw"
+    source: Literal["raw", "rollup", "histogram"] = "raw"
 
 
 def _quantile_label(stat: str) -> float:
@@ -295,6 +305,101 @@ class TelemetryStore:
             for row in zip(*arrays, strict=True):
                 copy.write_row(row)
 
+    def ingest_histograms(
+        self, points: Sequence[HistogramPoint], *, batch_id: str, tenant: str = "", rejected: int = 0
+    ) -> Receipt:
+        """Store OTLP histogram points once per batch id; cumulative points become deltas."""
+        now_ms = int(self.clock() * 1000)
+        with self._transaction() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT accepted, rejected FROM telemetry_batches WHERE tenant = ? AND batch_id = ?"
+                ),
+                [tenant, batch_id],
+            )
+            seen = cur.fetchone()
+            if seen is not None:
+                return Receipt(int(seen[0]), int(seen[1]), duplicate=True)
+            cur.execute(
+                self._sql("INSERT INTO telemetry_batches VALUES (?, ?, ?, ?, ?)"),
+                [tenant, batch_id, now_ms, len(points), rejected],
+            )
+            for p in sorted(points, key=lambda x: x.ts_ms):
+                counts, total = list(p.counts), p.total_ms
+                if p.cumulative:
+                    cur.execute(
+                        self._sql(
+                            "SELECT start_ns, counts, total FROM telemetry_histogram_last "
+                            "WHERE tenant = ? AND series = ?"
+                        ),
+                        [tenant, p.series],
+                    )
+                    last = cur.fetchone()
+                    cur.execute(
+                        self._sql("DELETE FROM telemetry_histogram_last WHERE tenant = ? AND series = ?"),
+                        [tenant, p.series],
+                    )
+                    cur.execute(
+                        self._sql("INSERT INTO telemetry_histogram_last VALUES (?, ?, ?, ?, ?)"),
+                        [tenant, p.series, p.start_ns, json.dumps(counts), total],
+                    )
+                    if last is not None and int(last[0]) == p.start_ns:
+                        before = json.loads(last[1])
+                        if len(before) == len(counts) and all(
+                            a >= b for a, b in zip(counts, before, strict=True)
+                        ):
+                            counts = [a - b for a, b in zip(counts, before, strict=True)]
+                            total -= float(last[2] or 0.0)
+                if not any(counts):
+                    continue
+                cur.execute(
+                    self._sql("INSERT INTO telemetry_histograms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                    [
+                        tenant, p.ts_ms, p.metric, p.provider, p.app_version,
+                        json.dumps(list(p.bounds)), json.dumps(counts), total, sum(counts),
+                    ],
+                )  # fmt: skip
+        return Receipt(len(points), rejected)
+
+    def _histogram_series(self, m: Metric, q: Query, stats: Sequence[str]) -> list[Point]:
+        clauses, params = ["tenant = ?", "ts_ms >= ?", "ts_ms < ?", "metric = ?"], [
+            q.tenant, q.start_ms, q.end_ms, m.name,
+        ]  # fmt: skip
+        for key in ("provider", "app_version"):
+            if key in q.filters:
+                clauses.append(f"{key} = ?")
+                params.append(q.filters[key])
+        if set(q.filters) - {"provider", "app_version"}:
+            return []  # histograms carry no other dimension
+        offset = q.start_ms % q.bucket_ms
+        rows = self._read(
+            f"SELECT (ts_ms - {offset}) - (ts_ms - {offset}) % {q.bucket_ms} + {offset} AS t, "
+            f"bounds, counts, total FROM telemetry_histograms WHERE {' AND '.join(clauses)} ORDER BY t",
+            params,
+        )
+        merged: dict[int, dict[str, list[float]]] = {}
+        for t, bounds, counts, total in rows:
+            by_bounds = merged.setdefault(int(t), {})
+            acc = by_bounds.setdefault(bounds, [0.0] * (len(json.loads(counts)) + 1))
+            for i, c in enumerate(json.loads(counts)):
+                acc[i] += c
+            acc[-1] += float(total or 0.0)
+        points = []
+        for t, by_bounds in sorted(merged.items()):
+            bounds_text, acc = max(by_bounds.items(), key=lambda kv: sum(kv[1][:-1]))  # the main layout
+            counts = [int(c) for c in acc[:-1]]
+            bounds = json.loads(bounds_text)
+            n = sum(counts)
+            values: dict[str, float | None] = {}
+            for stat in stats:
+                values[stat] = (
+                    acc[-1] / n
+                    if stat == "mean"
+                    else histogram_quantile(_quantile_label(stat), bounds, counts)
+                )
+            points.append(Point(t, n, values, "histogram"))
+        return points
+
     def compact(self, now_ms: int | None = None) -> dict[str, int]:
         """Roll whole hours older than ``raw_days`` into histograms, delete those raw events, and
         drop rollups older than ``rollup_days``: how many rows each step touched."""
@@ -359,6 +464,8 @@ class TelemetryStore:
         """One point per non-empty bucket of the window: percentiles (or the mean) of a timing,
         or a rate (cache hit rate, error rate, events per second)."""
         m = metric(name)
+        if m.histogram:
+            return self._histogram_series(m, q, stats)
         cut = self.rolled_through_ms()
         points: list[Point] = []
         if q.start_ms < cut:
@@ -463,8 +570,8 @@ class TelemetryStore:
         whole = Query(q.start_ms, q.end_ms, q.end_ms - q.start_ms, q.tenant, q.filters)
         out: dict[str, dict[str, Any]] = {}
         for name, m in METRICS.items():
-            stats: tuple[str, ...] = ("p50", "p95") if m.column is not None else ("value",)
-            points = self.series(name, whole, stats if m.column is not None else ())
+            stats: tuple[str, ...] = ("value",) if m.rate else ("p50", "p95")
+            points = self.series(name, whole, () if m.rate else stats)
             if not points:
                 out[name] = {"count": 0, **dict.fromkeys(stats), "source": None}
                 continue
@@ -479,7 +586,8 @@ class TelemetryStore:
         """The slowest events of a window for a timing metric: the drill-down from a spike."""
         m = metric(name)
         if m.column is None:
-            raise UsageError(f"{name} is a rate, not a timing", "drill down on a timing such as ttfa_ms")
+            what = "an OTLP histogram (no single events)" if m.histogram else "a rate, not a timing"
+            raise UsageError(f"{name} is {what}", "drill down on an event timing such as ttfa_ms")
         where, params = self._where(q, m, q.start_ms, q.end_ms)
         keep = ("ts_ms", "session_id", "app_version", "app_build", "os_version", *TEXT_COLUMNS, m.column)
         order = "ASC" if m.name == "streaming_efficiency" else "DESC"  # the worst first
@@ -495,6 +603,8 @@ class TelemetryStore:
     ) -> list[dict[str, Any]]:
         """A metric per value of a dimension over the window (provider comparison, versions ...)."""
         m = metric(name)
+        if m.histogram:
+            raise UsageError(f"{name} is an OTLP histogram", "break down an event metric such as ttfa_ms")
         if by not in FILTERS:
             raise UsageError(f"cannot break down by {by!r}", f"use one of: {', '.join(FILTERS)}")
         where, params = self._where(q, m, q.start_ms, q.end_ms)

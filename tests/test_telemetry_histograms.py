@@ -1,0 +1,109 @@
+"""OTLP/HTTP JSON latency histograms (LiveKit's ``lk.agents.turn.*``): cumulative points become
+deltas, a resent export is stored once, unknown metrics are rejected as partial success, and
+percentiles are estimated as Prometheus' ``histogram_quantile`` does."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
+
+from voxperf.telemetry.histograms import histogram_quantile
+from voxperf.telemetry.server import TelemetrySettings, create_telemetry_app
+from voxperf.telemetry.store import HOUR_MS, TelemetryStore
+
+T0 = 1_796_083_200_000
+BOUNDS_S = [0.1, 0.2, 0.5, 1.0]
+
+
+def test_quantiles_interpolate_inside_the_bucket_like_histogram_quantile() -> None:
+    bounds, counts = [100.0, 200.0, 500.0], [10, 30, 50, 10]  # 100 observations
+    assert histogram_quantile(0.05, bounds, counts) == pytest.approx(50.0)  # rank 5 of the first 10
+    assert histogram_quantile(0.5, bounds, counts) == pytest.approx(260.0)  # 200 + 300 * 10/50
+    assert histogram_quantile(0.95, bounds, counts) == 500.0  # the overflow bucket: its lower bound
+    assert histogram_quantile(0.5, bounds, [0, 0, 0, 0]) is None
+
+
+@given(
+    st.lists(st.integers(0, 1000), min_size=4, max_size=4),
+    st.floats(0.01, 0.99),
+    st.floats(0.01, 0.99),
+)
+def test_estimates_are_monotone_and_inside_the_bounds(counts: list[int], a: float, b: float) -> None:
+    bounds = [10.0, 50.0, 200.0]
+    lo, hi = sorted((a, b))
+    x, y = histogram_quantile(lo, bounds, counts), histogram_quantile(hi, bounds, counts)
+    if sum(counts) == 0:
+        assert x is None and y is None
+        return
+    assert x is not None and y is not None
+    assert 0.0 <= x <= y <= bounds[-1]
+
+
+def export(
+    counts: list[int], *, start_ns: int, t_ms: int, name: str = "lk.agents.turn.e2e_latency"
+) -> dict[str, Any]:
+    return {
+        "resourceMetrics": [
+            {
+                "resource": {"attributes": [{"key": "service.version", "value": {"stringValue": "3.1.0"}}]},
+                "scopeMetrics": [
+                    {
+                        "metrics": [
+                            {
+                                "name": name,
+                                "unit": "s",
+                                "histogram": {
+                                    "aggregationTemporality": 2,
+                                    "dataPoints": [
+                                        {
+                                            "startTimeUnixNano": str(start_ns),
+                                            "timeUnixNano": str(t_ms * 1_000_000),
+                                            "count": str(sum(counts)),
+                                            "sum": 0.3 * sum(counts),
+                                            "bucketCounts": [str(c) for c in counts],
+                                            "explicitBounds": BOUNDS_S,
+                                        }
+                                    ],
+                                },
+                            },
+                            {"name": "process.cpu.time", "sum": {"dataPoints": [{"asDouble": 1.0}]}},
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+
+
+def test_cumulative_livekit_histograms_become_deltas_stored_once() -> None:
+    store = TelemetryStore(":memory:")
+    app = create_telemetry_app(TelemetrySettings(), store=store, clock=lambda: T0 / 1000, background=False)
+    start = T0 * 1_000_000
+    first = export([5, 10, 3, 2, 0], start_ns=start, t_ms=T0 + 60_000)
+    second = export([6, 30, 10, 3, 1], start_ns=start, t_ms=T0 + 120_000)  # cumulative: +1, +20, +7, +1, +1
+    restarted = export([0, 4, 0, 0, 0], start_ns=start + 5, t_ms=T0 + 180_000)  # a new process
+    with TestClient(app) as c:
+        answer = c.post("/v1/metrics", content=json.dumps(first).encode())
+        assert answer.status_code == 200
+        assert answer.json()["partialSuccess"]["rejectedDataPoints"] == "1"  # the cpu sum
+        assert "only the histograms" in answer.json()["partialSuccess"]["errorMessage"]
+        c.post("/v1/metrics", content=json.dumps(first).encode())  # resent: stored once
+        c.post("/v1/metrics", content=json.dumps(second).encode())
+        params = {"metric": "turn_e2e_latency_ms", "stats": "p50,p95", "start_ms": T0, "end_ms": T0 + HOUR_MS,
+                  "bucket": "1h"}  # fmt: skip
+        (point,) = c.get("/v1/telemetry/series", params=params).json()["points"]
+        assert point["count"] == 50 and point["source"] == "histogram"  # the last cumulative count
+        bounds_ms = [b * 1000 for b in BOUNDS_S]
+        assert point["p95"] == pytest.approx(histogram_quantile(0.95, bounds_ms, [6, 30, 10, 3, 1]))
+        assert point["p50"] == pytest.approx(histogram_quantile(0.5, bounds_ms, [6, 30, 10, 3, 1]))
+        c.post("/v1/metrics", content=json.dumps(restarted).encode())
+        (point,) = c.get("/v1/telemetry/series", params=params).json()["points"]
+        assert point["count"] == 54  # the new series' first point is counted whole
+        by_version = c.get("/v1/telemetry/series", params={**params, "app_version": "9.9"}).json()["points"]
+        assert by_version == []
+        assert c.post("/v1/metrics", content=b'{"resourceSpans": []}').status_code == 400
