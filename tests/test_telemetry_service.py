@@ -285,3 +285,51 @@ def test_voxperf_telemetry_serve_refuses_a_bad_store_in_one_line(tmp_path: Any) 
     done = run_cli("telemetry", "serve", "--store", str(bad), "--port", "1")
     assert done.returncode == 3, done.stderr
     assert done.stderr.startswith("error: cannot open the telemetry store") and "Traceback" not in done.stderr
+
+
+def test_voxperf_serve_reports_its_own_requests_when_an_ingest_url_is_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import logging
+
+    from voxperf.service.runtime import ServiceEngines
+    from voxperf.service.settings import ServiceSettings
+    from voxperf.trace.export import TIMING_LOGGER
+
+    lines: list[dict[str, Any]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(record.getMessage()))
+
+    capture = Capture()
+    logging.getLogger(TIMING_LOGGER).addHandler(capture)
+    telemetry = create_telemetry_app(  # on the real clock: the service stamps its events now
+        TelemetrySettings(), store=TelemetryStore(":memory:"), background=False, own_store=True
+    )
+    try:
+        for ingest_url in serve_app(None, None, app=telemetry):  # type: ignore[arg-type]
+            monkeypatch.setenv("VOXPERF_INGEST_URL", f"{ingest_url}/v1/telemetry")
+            settings = ServiceSettings(stt_spec="fake", tts_spec="fake", workers=0, job_dir=str(tmp_path))
+            engines = ServiceEngines()
+            engines.load(settings)
+            for voice_url in serve_app(settings, engines):
+                for text in ("hello there", "a second phrase to speak", "hello there"):  # one cache hit
+                    answer = httpx.post(f"{voice_url}/v1/audio/speech", json={"input": text})
+                    assert answer.status_code == 200
+            # the voice service has stopped: its uploader flushed on shutdown
+            summary = httpx.get(f"{ingest_url}/v1/telemetry/summary", params={"window": "1h"}).json()
+            slow = httpx.get(
+                f"{ingest_url}/v1/telemetry/slowest", params={"window": "1h", "metric": "server_ms"}
+            )
+    finally:
+        logging.getLogger(TIMING_LOGGER).removeHandler(capture)
+    spoken = [line for line in lines if line.get("name") == "speech_timing"]
+    assert len(spoken) == 3
+    metrics = summary["metrics"]
+    assert metrics["server_ms"]["count"] == 3
+    assert metrics["cache_hit_rate"]["value"] == pytest.approx(1 / 3)
+    assert metrics["ttfa_ms"]["count"] == sum(1 for line in spoken if line.get("ttfa_ms") is not None)
+    stored = sorted(e["server_ms"] for e in slow.json()["events"])
+    assert stored == sorted(line["events_ms"]["REQUEST_COMPLETE"] for line in spoken)  # the same numbers
+    assert {e["provider"] for e in slow.json()["events"]} == {"fake"}

@@ -37,7 +37,7 @@ from voxperf.service.settings import ServiceSettings
 from voxperf.service.state import ServiceState
 from voxperf.service.timing import ResponseClock, ResponseClockMiddleware
 from voxperf.service.worker import EmbeddedQueue
-from voxperf.trace.export import configure_timing_log
+from voxperf.trace.export import TIMING_LOGGER, configure_timing_log
 from voxperf.trace.metrics import NS_PER_S
 
 __all__ = ["RequestGuard", "ServiceEngines", "ServiceSettings", "create_app"]
@@ -149,6 +149,21 @@ class RequestGuard:
             raise ApiError(*_too_large(self.settings.max_upload_bytes))
 
 
+def _telemetry_forwarder() -> Any:
+    """When ``VOXPERF_INGEST_URL`` is set, a handler that uploads the service's timing lines."""
+    from voxperf.telemetry.client import TelemetryClient, TimingLogForwarder
+
+    client = TelemetryClient.from_env()
+    if client is None:
+        return None
+    forwarder = TimingLogForwarder(client, app_version=__version__)
+    timing = logging.getLogger(TIMING_LOGGER)
+    timing.addHandler(forwarder)
+    if timing.level == logging.NOTSET or timing.level > logging.INFO:
+        timing.setLevel(logging.INFO)
+    return forwarder
+
+
 def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines | None = None) -> FastAPI:
     """The FastAPI application (engines load in the lifespan unless given ready)."""
     cfg = settings or ServiceSettings.load()
@@ -161,6 +176,7 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         configure_timing_log()  # after uvicorn configured logging: it sets up only its own loggers
+        forwarder = _telemetry_forwarder()  # VOXPERF_INGEST_URL: this service's own events, uploaded
         warming: asyncio.Future[None] | None = None
         state.records = await run_in_threadpool(JobRecords, cfg.records_target)
         if not state.engines.ready:
@@ -188,6 +204,9 @@ def create_app(settings: ServiceSettings | None = None, engines: ServiceEngines 
             await warming
         if state.queue is not None:
             await run_in_threadpool(state.queue.stop, cfg.drain_timeout_s)
+        if forwarder is not None:
+            logging.getLogger(TIMING_LOGGER).removeHandler(forwarder)
+            await run_in_threadpool(forwarder.client.close)
 
     app = FastAPI(
         title="voxperf serve",

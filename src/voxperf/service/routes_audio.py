@@ -258,5 +258,6 @@ def _log_speech(
         completed=rc.completed,
         cache_lookup_ms=round((lookup_ns - start) / NS_PER_MS, 3),
         first_byte_ms=first_byte,
+        provider=state.engines.tts.info.name if state.engines.tts is not None else None,
     )
     log_event(event)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import math
 import os
 import platform
@@ -36,7 +37,15 @@ from typing import Any
 from voxperf.telemetry.model import EVENTS, IDENTIFIER_PATTERN, FieldSpec
 from voxperf.trace.export import PIPELINE_TIMING_SCHEMA_VERSION
 
-__all__ = ["EVENT_FIELDS", "INGEST_ENV", "Response", "TelemetryClient", "sanitize_event"]
+__all__ = [
+    "EVENT_FIELDS",
+    "INGEST_ENV",
+    "Response",
+    "TelemetryClient",
+    "TimingLogForwarder",
+    "sanitize_event",
+    "speech_event",
+]
 
 INGEST_ENV = ("VOXPERF_INGEST_URL", "VOX_PERF_INGEST_URL")
 KEY_ENV = "VOXPERF_INGEST_KEY"
@@ -256,3 +265,58 @@ class TelemetryClient:
         if self._thread is not None:
             self._thread.join(timeout_s)
         self.flush()
+
+
+def speech_event(
+    line: Mapping[str, Any], *, app_version: str, timestamp: str | None = None
+) -> dict[str, Any]:
+    """The telemetry ``speech_timing`` event of one line of the service's timing log (the same
+    metric definitions: TTFA from request start, streaming efficiency under a real-time player;
+    ``server_ms`` is request start to the last byte handed to the transport)."""
+    events = line.get("events_ms") or {}
+    fields = {
+        key: line.get(key)
+        for key in ("ttfa_ms", "first_byte_ms", "first_chunk_ms", "streaming_ms", "audio_s", "rtfx", "chunks")
+    }
+    fields |= {
+        "streaming_efficiency": line.get("streaming_efficiency"),
+        "server_ms": events.get("REQUEST_COMPLETE"),
+        "total_ms": events.get("REQUEST_COMPLETE"),
+        "cache": line.get("cache"),
+        "provider": line.get("provider"),
+        "outcome": "ok" if line.get("completed", True) else "cancelled",
+    }
+    stamp = timestamp or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "schemaVersion": PIPELINE_TIMING_SCHEMA_VERSION,
+        "appVersion": app_version,
+        "event": {
+            "timestamp": stamp,
+            "name": "speech_timing",
+            "sessionID": str(line.get("request") or uuid.uuid4()),
+            "fields": {k: v for k, v in fields.items() if v is not None},
+        },
+    }
+
+
+class TimingLogForwarder(logging.Handler):
+    """A logging handler on the timing log (``voxperf.timing``) that hands each ``pipeline_timing``
+    and ``speech_timing`` line to a :class:`TelemetryClient`: how ``voxperf serve`` reports its own
+    requests when ``VOXPERF_INGEST_URL`` is set. Never raises into the logging call."""
+
+    def __init__(self, client: TelemetryClient, *, app_version: str) -> None:
+        super().__init__(logging.INFO)
+        self.client = client
+        self.app_version = app_version
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = json.loads(record.getMessage())
+        except (ValueError, TypeError):
+            return
+        if not isinstance(line, dict):
+            return
+        if isinstance(line.get("event"), dict):  # already an envelope (pipeline_timing)
+            self.client.record(line)
+        elif line.get("name") == "speech_timing":
+            self.client.record(speech_event(line, app_version=self.app_version))
