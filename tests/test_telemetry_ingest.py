@@ -9,8 +9,11 @@ import json
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import TELEMETRY_EXAMPLE as EXAMPLE
+from tests.conftest import telemetry_line
 from voxperf.telemetry.ingest import MAX_EXPANDED_BYTES, IngestError, decode_body, parse_batch
 
 LINE = json.dumps(EXAMPLE)
@@ -73,3 +76,28 @@ def test_bodies_are_bounded_and_gzip_is_checked() -> None:
     with pytest.raises(IngestError) as other:
         decode_body(b"", "br")
     assert other.value.status == 415
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=200), st.sampled_from([LINE.encode()])), max_size=30))
+def test_any_bytes_are_either_an_event_or_a_numbered_error(lines: list[bytes]) -> None:
+    cleaned = [raw.replace(b"\n", b" ") for raw in lines]
+    batch = parse_batch(b"\n".join(cleaned))
+    nonblank = [i + 1 for i, raw in enumerate(cleaned) if raw.strip()]
+    assert batch.rows + len(batch.errors) == len(nonblank) == batch.lines
+    assert {e.line for e in batch.errors} <= set(nonblank)
+    assert batch.rows >= sum(1 for raw in cleaned if raw == LINE.encode())
+
+
+@given(
+    st.floats(min_value=0, max_value=1e9, allow_nan=False),
+    st.sampled_from(["hit", "miss"]),
+    st.from_regex(r"[a-z][a-z0-9._-]{0,31}", fullmatch=True),
+)
+def test_a_valid_speech_event_is_stored_with_its_values(ttfa: float, cache: str, provider: str) -> None:
+    line = telemetry_line("speech_timing", 1_796_083_200_123, ttfa_ms=ttfa, cache=cache, provider=provider)
+    batch = parse_batch(line.encode())
+    assert batch.errors == []
+    (event,) = batch.events
+    assert event["event"]["fields"] == {"ttfa_ms": ttfa, "cache": cache, "provider": provider}
+    assert event["event"]["timestamp"] == "2026-12-01T00:00:00.123Z"

@@ -3,8 +3,8 @@
 * **Opt-in.** :meth:`TelemetryClient.from_env` returns ``None`` unless ``VOXPERF_INGEST_URL`` (or
   the dictation app's ``VOX_PERF_INGEST_URL``) is set.
 * **Privacy by allow-list.** :func:`sanitize_event` rebuilds every event from the fields the event
-  definition allows (the ``pipeline_timing`` event of :mod:`voxperf.trace.export`: the same
-  definition bench and serve write), with typed values; anything else (a transcript, a key, a
+  model allows (:mod:`voxperf.telemetry.model`: ``pipeline_timing``, the definition bench and
+  serve write, and ``speech_timing``), with typed values; anything else (a transcript, a key, a
   stray field) is dropped before the event is queued, so it cannot be sent.
 * **Never in the app's way.** :meth:`TelemetryClient.record` puts the event on a bounded queue and
   returns; when the queue is full the event is dropped and counted. A background thread sends
