@@ -164,6 +164,17 @@ def test_retention_rolls_up_within_one_percent_and_deletes_raw(store: TelemetryS
     piper = store.series("ttfa_ms", Query(T0, T0 + HOUR_MS, HOUR_MS, filters={"provider": "piper"}), ("p95",))
     mask = (v["ts"] < T0 + HOUR_MS) & (v["provider"] == "piper")
     assert piper[0].source == "rollup" and piper[0].count == mask.sum()
+    straddle = store.series("ttfa_ms", Query(T0, T0 + 6 * HOUR_MS, 2 * HOUR_MS), ("p95",))
+    assert [(p.t_ms, p.source) for p in straddle] == [  # the bucket holding the cut is one point
+        (T0, "rollup"), (T0 + 2 * HOUR_MS, "rollup"), (T0 + 4 * HOUR_MS, "raw"),
+    ]  # fmt: skip
+    for p in straddle:
+        mask = (v["ts"] >= p.t_ms) & (v["ts"] < p.t_ms + 2 * HOUR_MS)
+        assert p.count == mask.sum()
+        assert p.values["p95"] == pytest.approx(np.percentile(v["ttfa"][mask], 95), rel=0.01)
+    whole = store.summary(Query(T0, T0 + 6 * HOUR_MS))
+    assert whole["ttfa_ms"]["count"] == len(v["ts"]) and whole["ttfa_ms"]["source"] == "rollup"
+    assert whole["cache_hit_rate"]["value"] == pytest.approx((v["cache"] == "hit").mean(), rel=1e-12)
     store.rollup_days = 1
     expired = store.compact(now_ms=T0 + 2 * DAY_MS + 4 * HOUR_MS)
     assert expired["expired_rollups"] > 0
@@ -186,6 +197,16 @@ def test_migrations_bring_an_old_store_forward_and_refuse_a_newer_one(tmp_path: 
     store.close()
     with pytest.raises(UsageError, match="newer than this voxperf knows"):
         TelemetryStore(path)
+
+
+def test_a_failed_query_leaves_the_store_usable(store: TelemetryStore) -> None:
+    lines, _ = speech_events(20)
+    with pytest.raises(UsageError, match="no statistic"):
+        store.series("ttfa_ms", Query(T0, T0 + DAY_MS), ())
+    with pytest.raises(Exception):  # noqa: B017 - the database's own error type
+        store._read("SELECT no_such_column FROM telemetry_events")
+    assert store.ingest(parse_batch(batch(lines)), batch_id="after").accepted == 20
+    assert store.count(Query(T0, T0 + DAY_MS)) == 20
 
 
 def test_bad_queries_name_the_problem() -> None:

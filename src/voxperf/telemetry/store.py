@@ -224,9 +224,11 @@ class TelemetryStore:
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self.dialect == "postgres":
             with self._lock, self._conn.cursor() as cur:
-                cur.execute(self._sql(sql), list(params))
-                rows = cur.fetchall()
-                self._conn.commit()
+                try:
+                    cur.execute(self._sql(sql), list(params))
+                    rows = cur.fetchall()
+                finally:  # a failed statement must not leave the connection in an aborted transaction
+                    self._conn.rollback()
                 return list(rows)
         cur = self._conn.cursor()  # a DuckDB cursor per reader: reads do not wait for the writer
         try:
@@ -408,9 +410,7 @@ class TelemetryStore:
         raw_cut -= raw_cut % HOUR_MS
         rollup_cut = now_ms - int(self.rollup_days * DAY_MS)
         dims = ", ".join(_DIMENSIONS)
-        bucket = (
-            f"CASE WHEN v = 0 THEN {ZERO_BUCKET} ELSE CAST(floor(ln(v) / ln({ROLLUP_BASE})) AS BIGINT) END"
-        )
+        bucket = _log_bucket("v")
         values = " UNION ALL ".join(
             f"SELECT tenant, ts_ms, {dims}, '{c}' AS metric, {c} AS v FROM telemetry_events "
             f"WHERE ts_ms < ? AND {c} IS NOT NULL"
@@ -466,12 +466,20 @@ class TelemetryStore:
         m = metric(name)
         if m.histogram:
             return self._histogram_series(m, q, stats)
+        if not m.rate and not stats:
+            raise UsageError("no statistic asked for", "ask for p50, p95, p99 or mean")
         cut = self.rolled_through_ms()
-        points: list[Point] = []
-        if q.start_ms < cut:
-            points += self._rollup_series(m, q, stats, q.start_ms, min(cut, q.end_ms))
-        if q.end_ms > cut:
-            points += self._raw_series(m, q, stats, max(cut, q.start_ms), q.end_ms)
+        if q.start_ms >= cut:
+            return self._raw_series(m, q, stats, q.start_ms, q.end_ms)
+        if q.end_ms <= cut:
+            return self._rollup_series(m, q, stats, q.start_ms, q.end_ms)
+        # the bucket holding the cut is one point: its raw events join the rollups' histograms
+        offset = q.start_ms % q.bucket_ms
+        into = (cut - offset) % q.bucket_ms
+        boundary = min(q.end_ms, cut if into == 0 else cut + q.bucket_ms - into)
+        points = self._rollup_series(m, q, stats, q.start_ms, cut, raw_until=boundary)
+        if boundary < q.end_ms:
+            points += self._raw_series(m, q, stats, boundary, q.end_ms)
         return points
 
     def _aggregates(self, m: Metric, stats: Sequence[str]) -> tuple[str, str, list[str]]:
@@ -521,17 +529,24 @@ class TelemetryStore:
         return [p for p in points if p.count]
 
     def _rollup_series(
-        self, m: Metric, q: Query, stats: Sequence[str], start_ms: int, end_ms: int
+        self, m: Metric, q: Query, stats: Sequence[str], start_ms: int, end_ms: int, raw_until: int = 0
     ) -> list[Point]:
+        """Points from the hourly rollups of [start, end) (hour-granular: an hour is counted where
+        it starts), plus the raw events of [end, raw_until) folded into the same histograms."""
         where, params = self._where(q, m, start_ms, end_ms)
         where = where.replace("ts_ms", "hour_ms")
+        raw_where, raw_params = self._where(q, m, end_ms, max(end_ms, raw_until))
         offset = q.start_ms % q.bucket_ms
         bucket_expr = f"(hour_ms - {offset}) - (hour_ms - {offset}) % {q.bucket_ms} + {offset}"
+        raw_bucket = bucket_expr.replace("hour_ms", "ts_ms")
         if m.column is not None:
             rows = self._read(
-                f"SELECT {bucket_expr} AS t, bucket, sum(n) FROM telemetry_rollups "
-                f"WHERE {where} AND metric = ? GROUP BY t, bucket ORDER BY t, bucket",
-                [*params, m.column],
+                f"SELECT t, bucket, sum(n) FROM ("
+                f"SELECT {bucket_expr} AS t, bucket, n FROM telemetry_rollups WHERE {where} AND metric = ? "
+                f"UNION ALL SELECT {raw_bucket} AS t, {_log_bucket(m.column)} AS bucket, 1 AS n "
+                f"FROM telemetry_events WHERE {raw_where} AND {m.column} IS NOT NULL"
+                f") AS x GROUP BY t, bucket ORDER BY t, bucket",
+                [*params, m.column, *raw_params],
             )
             by_t: dict[int, list[tuple[int, int]]] = {}
             for t, b, n in rows:
@@ -544,9 +559,11 @@ class TelemetryStore:
         dim = {"cache_hit_rate": "cache", "error_rate": "outcome", "throughput": None}[m.name]
         group = f", {dim}" if dim else ""
         rows = self._read(
-            f"SELECT {bucket_expr} AS t{group}, sum(n) FROM telemetry_rollups WHERE {where} "
-            f"AND metric = 'events' GROUP BY t{group} ORDER BY t",
-            params,
+            f"SELECT t{group}, sum(n) FROM ("
+            f"SELECT {bucket_expr} AS t{group}, n FROM telemetry_rollups WHERE {where} AND metric = 'events' "
+            f"UNION ALL SELECT {raw_bucket} AS t{group}, 1 AS n FROM telemetry_events WHERE {raw_where}"
+            f") AS x GROUP BY t{group} ORDER BY t",
+            [*params, *raw_params],
         )
         counts: dict[int, dict[Any, int]] = {}
         for row in rows:
@@ -575,11 +592,8 @@ class TelemetryStore:
             if not points:
                 out[name] = {"count": 0, **dict.fromkeys(stats), "source": None}
                 continue
-            # a window across the rollup boundary: the statistics of its raw part, all events counted
-            p = points[-1]
-            source = p.source if len(points) == 1 else "raw part; older events only in rollups"
-            out[name] = {"count": sum(x.count for x in points), **{s: p.values.get(s) for s in stats}}
-            out[name]["source"] = source
+            (p,) = points  # one bucket: the whole window (across the rollup cut, one merged point)
+            out[name] = {"count": p.count, **{s: p.values.get(s) for s in stats}, "source": p.source}
         return out
 
     def slowest(self, name: str, q: Query, limit: int = 20) -> list[dict[str, Any]]:
@@ -636,6 +650,12 @@ class TelemetryStore:
             )
             out[key] = [str(r[0]) for r in rows]
         return out
+
+
+def _log_bucket(expr: str) -> str:
+    """SQL: the rollup bucket of a value (the same on DuckDB and PostgreSQL)."""
+    log = f"CAST(floor(ln({expr}) / ln({ROLLUP_BASE})) AS BIGINT)"
+    return f"CASE WHEN {expr} = 0 THEN {ZERO_BUCKET} ELSE {log} END"
 
 
 def histogram_stat(hist: Sequence[tuple[int, int]], stat: str) -> float | None:
