@@ -43,7 +43,7 @@ def test_one_slow_window_is_not_an_incident_but_four_of_six_are() -> None:
     assert run(TTFA, [2500, 2500, 1500, 2500, 2500])[-1] == "error"  # an error window is also a warning one
 
 
-def test_clearing_needs_every_recent_window_clear_by_the_margin() -> None:
+def test_clearing_needs_n_of_m_windows_clear_by_the_margin() -> None:
     hovering = [1500] * 4 + [950] * 8  # below 1,000 ms but inside the 10 % margin: stays warning
     assert run(TTFA, hovering)[-1] == "warning"
     cleared = [1500] * 4 + [950, 850, 850, 850, 850]

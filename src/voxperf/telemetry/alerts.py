@@ -6,10 +6,10 @@ least ``min_events`` events (a near-empty window neither breaches nor clears). T
 
 * **up** to the highest level that at least ``breaches`` (N) of the last ``windows`` (M) windows
   reached: one slow window is not an incident;
-* **down** only when each of the last N windows with data is back inside the *current* level's
-  threshold by the ``hysteresis`` margin (10 %: a TTFA warning at 1,000 ms clears below 900 ms),
-  so a value hovering at the threshold does not flap. It then goes to the highest level that
-  still holds by the rule above.
+* **down** only when N of the last M windows are back inside the *current* level's threshold by
+  the ``hysteresis`` margin (10 %: a TTFA warning at 1,000 ms clears below 900 ms), so a value
+  hovering at the threshold does not flap. It then goes to the highest level that still holds by
+  the rule above.
 
 The defaults are the TTS server's logging plan's: TTFA > 1 s warning, > 2 s error (p95); server
 response > 1 s / > 3 s (p95); streaming efficiency < 80 % / < 60 % (median); cache hit rate < 20 %
@@ -98,15 +98,18 @@ def next_level(threshold: Threshold, current: Level, windows: Sequence[tuple[flo
             sustained = level
     if _RANK[sustained] >= _RANK[current]:
         return sustained
-    # going down: the last N windows with data must all be clear of the current level by the margin
+    # going down: N of the last M windows must be clear of the current level by the margin
     limit = threshold.limit(current)
-    with_data = [(v, n) for v, n in recent if v is not None and n >= threshold.min_events]
-    last = with_data[-threshold.breaches :]
-    if limit is None or len(last) < threshold.breaches:
+    if limit is None:
         return current
-    if any(_past(v, limit, threshold.direction, threshold.hysteresis) for v, _ in last):
-        return current
-    return sustained
+    clear = sum(
+        1
+        for v, n in recent
+        if v is not None
+        and n >= threshold.min_events
+        and not _past(v, limit, threshold.direction, threshold.hysteresis)
+    )
+    return sustained if clear >= threshold.breaches else current
 
 
 @dataclass
