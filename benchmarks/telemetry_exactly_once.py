@@ -182,7 +182,10 @@ def check_answers(data: Generated, answers: list[Answer]) -> dict[str, Any]:
                     reasons_by_kind[kind][str(e["reason"])[:120]] += 1
             if not body.get("duplicate"):
                 first_stores[index] += 1
-                if k > 0:
+                # stored again after an answer: this attempt was sent after another copy had been
+                # answered (two copies answered from one group commit may arrive in either order)
+                sent_at = a.answered_at - a.latency_s
+                if any(other.answered_at < sent_at for other in group[:k]):
                     stored_after_ack.append(batch.batch_id)
     bad_lines = Counter(kind for b in data.batches for _, kind in b.bad)
     return {

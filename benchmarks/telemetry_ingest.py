@@ -9,7 +9,7 @@ pool and DuckDB's threads all inherit that affinity). This script is the load ge
 CPU 1 (``os.sched_setaffinity``): before the clock starts it builds gzip NDJSON batches of 1,000
 realistic events (60 % ``speech_timing`` with provider/cache/outcome and correlated timings, 40 %
 ``pipeline_timing``; timestamps uniform over the last 7 days; one unique session id per event),
-then POSTs them to ``/v1/telemetry`` from 4 threads, each over its own keep-alive
+then POSTs them to ``/v1/telemetry`` from 8 threads (``--threads``), each over its own keep-alive
 ``http.client`` connection, each batch with its own ``X-Voxperf-Batch-Id`` (a 429 is retried with
 the same id after ``Retry-After``).
 
@@ -621,6 +621,21 @@ def workdir(prefix: str) -> Iterator[Path]:
 # -- the measurement -------------------------------------------------------------------------------
 
 
+def batches_per_commit(port: int) -> float | None:
+    """The server's group commit: batches stored per transaction, from its /metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    found = {
+        name: float(value)
+        for name, value in (
+            line.split()[:2] for line in text.splitlines() if line.startswith("voxperf_telemetry_commit")
+        )
+    }
+    commits = found.get("voxperf_telemetry_commits_total")
+    return round(found["voxperf_telemetry_committed_batches_total"] / commits, 2) if commits else None
+
+
 def one_run(data: Generated, threads: int, number: int) -> dict[str, Any]:
     with workdir("voxperf-telemetry-ingest-") as work:
         store = work / "telemetry.duckdb"
@@ -634,6 +649,7 @@ def one_run(data: Generated, threads: int, number: int) -> dict[str, Any]:
         wall = time.monotonic() - started
         cpu_after, busy_after, client_after = proc_cpu_s(server.pid), cpu_busy_ticks(), time.process_time()
         load_after = os.getloadavg()
+        per_commit = batches_per_commit(server.port)
         exit_code = server.stop()
         stored, stored_batches = count_rows(store)
         accepted = sum(int(a.body.get("accepted", 0)) for a in log.answers)
@@ -643,6 +659,7 @@ def one_run(data: Generated, threads: int, number: int) -> dict[str, Any]:
             "batches": len(data.batches),
             "storedRows": stored,
             "storedBatches": stored_batches,
+            "batchesPerCommit": per_commit,
             "acceptedByAnswers": accepted,
             "wallS": round(wall, 3),
             "eventsPerS": round(stored / wall),
@@ -671,7 +688,7 @@ def one_run(data: Generated, threads: int, number: int) -> dict[str, Any]:
         f"run {number}: {run['eventsPerS']:,} events/s ({stored:,} rows in {wall:.2f} s), server CPU "
         f"{run['serverCpuS']} s = {run['serverCpuPerWall']} of a core, CPUs seen "
         f"{run['threadRunSamplesByCpu']}, statuses {run['httpStatuses']}, other processes' CPU "
-        f"{run['otherProcessesCpuS']} s, load {run['loadavgAfter']}",
+        f"{run['otherProcessesCpuS']} s, load {run['loadavgAfter']}, {per_commit} batches per commit",
         flush=True,
     )
     return run
@@ -695,6 +712,9 @@ class _TimedCursor:
         label = " ".join(words[:3] if words[0] in ("INSERT", "SELECT") else words[:1])
         self._timed(f"execute {label}", self._cursor.execute, sql, *params)
         return self
+
+    def fetchall(self) -> Any:
+        return self._cursor.fetchall()
 
     def fetchone(self) -> Any:
         return self._timed("fetchone", self._cursor.fetchone)
@@ -745,10 +765,10 @@ def profile_ingest(data: Generated, batches: int) -> dict[str, Any]:
         real_columns = ingest_module._columns
         spent = [0.0]
 
-        def timed_columns(by_name: Any) -> Any:
+        def timed_columns(by_name: Any, errors: Any) -> Any:
             t = time.perf_counter()
             try:
-                return real_columns(by_name)
+                return real_columns(by_name, errors)
             finally:
                 spent[0] += time.perf_counter() - t
 
@@ -826,12 +846,16 @@ def serve_stub(port: int, mode: str) -> None:
     store = TelemetryStore(":memory:")
     if mode == "no-store":
 
-        def no_store(batch: ParsedBatch, *, batch_id: str, tenant: str = "") -> Receipt:
-            return Receipt(batch.rows, len(batch.errors))
+        def no_store(items: Any) -> list[Receipt]:
+            return [Receipt(batch.rows, len(batch.errors)) for batch, _, _ in items]
 
-        store.ingest = no_store  # type: ignore[method-assign]
+        store.ingest_many = no_store  # type: ignore[method-assign]
     elif mode == "no-work":
-        server_module._store_batch = lambda *_: (ParsedBatch(rows=1000), Receipt(1000, 0))
+
+        async def no_work(*_: Any) -> tuple[ParsedBatch, Receipt]:
+            return ParsedBatch(rows=1000), Receipt(1000, 0)
+
+        server_module._store_batch = no_work
     app = server_module.create_telemetry_app(store=store, background=False, own_store=True)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
@@ -892,7 +916,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=4, help="concurrent keep-alive connections")
+    parser.add_argument("--threads", type=int, default=8, help="concurrent keep-alive connections")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--profile-batches", type=int, default=200)
     parser.add_argument("--profile", action="store_true", help="profile even when the target is met")

@@ -21,7 +21,7 @@ from voxperf.telemetry.client import TelemetryClient
 from voxperf.telemetry.ingest import MAX_BODY_BYTES
 from voxperf.telemetry.prometheus import LATENCY_BUCKETS_S
 from voxperf.telemetry.server import TelemetrySettings, create_telemetry_app
-from voxperf.telemetry.store import HOUR_MS, TelemetryStore
+from voxperf.telemetry.store import HOUR_MS, Query, TelemetryStore
 
 from .conftest import TELEMETRY_EXAMPLE, run_cli, serve_app, telemetry_line
 
@@ -333,3 +333,25 @@ def test_voxperf_serve_reports_its_own_requests_when_an_ingest_url_is_set(
     stored = sorted(e["server_ms"] for e in slow.json()["events"])
     assert stored == sorted(line["events_ms"]["REQUEST_COMPLETE"] for line in spoken)  # the same numbers
     assert {e["provider"] for e in slow.json()["events"]} == {"fake"}
+
+
+def test_one_bad_batch_in_a_group_commit_fails_alone() -> None:
+    from voxperf.telemetry.ingest import IngestError
+    from voxperf.telemetry.prometheus import TelemetryMetrics
+    from voxperf.telemetry.server import GroupWriter
+
+    store = TelemetryStore(":memory:", clock=lambda: NOW_S)
+    writer = GroupWriter(store, TelemetryMetrics(), in_flight=lambda: 3, linger_s=5.0)
+    lines, _ = speech(20)
+    good = writer.submit("\n".join(lines).encode(), None, "good", "")
+    bad = writer.submit(b"not gzip", "gzip", "bad", "")
+    same = writer.submit("\n".join(lines).encode(), None, "good", "")  # a resend racing its original
+    try:
+        batch, receipt = good.result(timeout=30)
+        assert (receipt.accepted, receipt.duplicate) == (20, False) and batch.rows == 20
+        with pytest.raises(IngestError, match="not valid gzip"):
+            bad.result(timeout=30)
+        assert same.result(timeout=30)[1].duplicate
+    finally:
+        writer.stop()
+    assert store.count(Query(T0, T0 + 7 * HOUR_MS)) == 20

@@ -236,3 +236,20 @@ def test_a_rollup_percentile_is_within_one_percent_of_the_raw_one(values: list[f
     got = histogram_stat(sorted(buckets.items()), stat)
     want = float(np.percentile(values, int(stat[1:])))
     assert got is not None and abs(got - want) <= 0.0101 * want
+
+
+def test_batches_stored_together_are_each_stored_once(store: TelemetryStore) -> None:
+    a, _ = speech_events(30, seed=21)
+    b, _ = speech_events(40, seed=22)
+    pa, pb = parse_batch(batch(a)), parse_batch(batch(b))
+    receipts = store.ingest_many([(pa, "a", ""), (pb, "b", ""), (pa, "a", ""), (pb, "b", "other")])
+    assert [(r.accepted, r.duplicate) for r in receipts] == [
+        (30, False),
+        (40, False),
+        (30, True),
+        (40, False),
+    ]
+    again = store.ingest_many([(pa, "a", ""), (pb, "c", "")])
+    assert [(r.accepted, r.duplicate) for r in again] == [(30, True), (40, False)]
+    assert store.count(Query(T0, T0 + DAY_MS)) == 30 + 40 + 40
+    assert store.count(Query(T0, T0 + DAY_MS, tenant="other")) == 40

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import io
 import math
+import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -136,7 +137,8 @@ def _multi_member(body: bytes) -> bytes:
 
 
 def _text(limit: int) -> Any:
-    return Annotated[str, msgspec.Meta(min_length=1, max_length=limit, pattern=r"^[^\x00-\x1f]*$")]
+    # control characters are checked after decoding, only on lines with an escape (see _control)
+    return Annotated[str, msgspec.Meta(min_length=1, max_length=limit)]
 
 
 def _field_type(spec: FieldSpec) -> Any:
@@ -144,12 +146,16 @@ def _field_type(spec: FieldSpec) -> Any:
         return Annotated[float, msgspec.Meta(ge=0)] | None
     if spec.kind == "choice":
         return Literal[spec.choices] | None
-    return Annotated[str, msgspec.Meta(pattern=IDENTIFIER_PATTERN)] | None
+    return Annotated[str, msgspec.Meta(max_length=32)] | None  # its shape: per distinct value, later
 
 
 def _event_type(name: str) -> type[msgspec.Struct]:
     specs = EVENTS[name]
-    fields_type = msgspec.defstruct(f"{name}_fields", [(s.name, _field_type(s), None) for s in specs])
+    # gc=False: these structs hold only strings, numbers and each other (no cycles), so the garbage
+    # collector need not track the thousands a batch makes
+    fields_type = msgspec.defstruct(
+        f"{name}_fields", [(s.name, _field_type(s), None) for s in specs], gc=False
+    )
     return msgspec.defstruct(
         name,
         [
@@ -159,6 +165,7 @@ def _event_type(name: str) -> type[msgspec.Struct]:
         ],
         tag_field="name",
         tag=name,
+        gc=False,
     )
 
 
@@ -172,9 +179,28 @@ _Envelope = msgspec.defstruct(
         ("appBuild", _text(64), "0"),
         ("osVersion", _text(128), "unknown"),
     ],
+    gc=False,
 )
 _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_Envelope)
 _NAN = float("nan")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+_IDENTIFIER_COLUMNS = tuple(
+    dict.fromkeys(s.name for specs in EVENTS.values() for s in specs if s.kind == "identifier")
+)
+
+
+def _control(envelope: Any) -> str | None:
+    """The text field holding a control character (only possible through a JSON escape), if any."""
+    for name, value in (
+        ("appVersion", envelope.appVersion),
+        ("appBuild", envelope.appBuild),
+        ("osVersion", envelope.osVersion),
+        ("event.sessionID", envelope.event.sessionID),
+    ):
+        if _CONTROL.search(value):
+            return name
+    return None
 
 
 def _reason(exc: msgspec.MsgspecError) -> str:
@@ -210,29 +236,34 @@ def parse_batch(data: bytes) -> ParsedBatch:
         except msgspec.MsgspecError as exc:
             out.errors.append(LineError(number, _reason(exc)))
             continue
-        by_name[type(envelope.event).__name__].append(envelope)
-    out.columns, out.rows = _columns(by_name)
+        if b"\\" in raw and (bad := _control(envelope)) is not None:  # no escape, no control character
+            out.errors.append(LineError(number, f"{bad} holds a control character"))
+            continue
+        by_name[type(envelope.event).__name__].append((number, envelope))
+    out.columns, out.rows = _columns(by_name, out.errors)
     return out
 
 
-def _columns(by_name: dict[str, list[Any]]) -> tuple[dict[str, np.ndarray], int]:
+def _columns(by_name: dict[str, list[Any]], errors: list[LineError]) -> tuple[dict[str, np.ndarray], int]:
     """Column arrays of the valid events, grouped by event (one decode, no per-value Python work
-    beyond reading attributes)."""
+    beyond reading attributes). Identifier fields are checked per distinct value; an event with a
+    bad one becomes a line error instead."""
     parts: list[dict[str, np.ndarray]] = []
-    for name, envelopes in by_name.items():
+    for name, numbered in by_name.items():
+        numbered = _identifiers_checked(name, numbered, errors)
+        envelopes = [e for _, e in numbered]
         n = len(envelopes)
         if not n:
             continue
         specs = EVENTS[name]
-        fields = np.array([msgspec.structs.astuple(e.event.fields) for e in envelopes], dtype=object).reshape(
-            n, len(specs)
-        )
+        events = [e.event for e in envelopes]
+        astuple = msgspec.structs.astuple  # a struct's fields in one C call
+        fields = np.array([astuple(ev.fields) for ev in events], dtype=object).reshape(n, len(specs))
+        seconds = np.array([ev.timestamp.timestamp() for ev in events], dtype=np.float64)
         cols: dict[str, np.ndarray] = {
-            "ts_ms": np.fromiter(
-                (int(e.event.timestamp.timestamp() * 1000) for e in envelopes), dtype=np.int64, count=n
-            ),
+            "ts_ms": np.rint(seconds * 1000).astype(np.int64),  # rint: 0.123 s is 123 ms, not 122
             "name": np.full(n, name, dtype=object),
-            "session_id": np.array([e.event.sessionID for e in envelopes], dtype=object),
+            "session_id": np.array([ev.sessionID for ev in events], dtype=object),
             "app_version": np.array([e.appVersion for e in envelopes], dtype=object),
             "app_build": np.array([e.appBuild for e in envelopes], dtype=object),
             "os_version": np.array([e.osVersion for e in envelopes], dtype=object),
@@ -241,21 +272,45 @@ def _columns(by_name: dict[str, list[Any]]) -> tuple[dict[str, np.ndarray], int]
         for column in TEXT_COLUMNS:
             k = present.get(column)
             cols[column] = fields[:, k] if k is not None else np.full(n, None, dtype=object)
+        numbers = [k for k, s in enumerate(specs) if s.kind == "number"]
+        block = fields[:, numbers]  # every number field of the event at once
+        block[block == None] = _NAN  # noqa: E711 (elementwise, not identity)
+        floats = block.astype(np.float64)
+        where = {specs[k].name: j for j, k in enumerate(numbers)}
         for column in NUMBER_COLUMNS:
-            k = present.get(column)
-            if k is None:
-                cols[column] = np.full(n, _NAN)
-            else:
-                values = fields[:, k]
-                values[values == None] = _NAN  # noqa: E711 (elementwise, not identity)
-                cols[column] = values.astype(np.float64)
+            j = where.get(column)
+            cols[column] = np.full(n, _NAN) if j is None else floats[:, j]
         parts.append(cols)
+    if errors:
+        errors.sort(key=lambda e: e.line)
     if not parts:
         return {}, 0
     if len(parts) == 1:
         return parts[0], len(parts[0]["ts_ms"])
     merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return merged, len(merged["ts_ms"])
+
+
+def _identifiers_checked(name: str, numbered: list[Any], errors: list[LineError]) -> list[Any]:
+    columns = [s.name for s in EVENTS[name] if s.name in _IDENTIFIER_COLUMNS]
+    if not columns or not numbered:
+        return numbered
+    bad_values = {
+        v
+        for column in columns
+        for v in {getattr(e.event.fields, column) for _, e in numbered}
+        if v is not None and not _IDENTIFIER.match(v)
+    }
+    if not bad_values:
+        return numbered
+    kept = []
+    for number, envelope in numbered:
+        bad = next((c for c in columns if getattr(envelope.event.fields, c) in bad_values), None)
+        if bad is None:
+            kept.append((number, envelope))
+        else:
+            errors.append(LineError(number, f"event.fields.{bad} must match {IDENTIFIER_PATTERN}"))
+    return kept
 
 
 COLUMNS: tuple[str, ...] = ("ts_ms", *ENVELOPE_COLUMNS, *TEXT_COLUMNS, *NUMBER_COLUMNS)

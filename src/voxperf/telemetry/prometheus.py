@@ -86,6 +86,7 @@ class TelemetryMetrics:
         self.cache: dict[str, int] = {"hit": 0, "miss": 0}
         self.rejected_lines = 0
         self.batches: dict[str, int] = {"stored": 0, "duplicate": 0, "refused": 0}
+        self.commits = self.grouped_batches = 0  # group commit: batches per transaction
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -118,6 +119,11 @@ class TelemetryMetrics:
                         self.events[key] = self.events.get(key, 0) + n
             for kind in ("hit", "miss"):
                 self.cache[kind] += int((cols["cache"] == kind).sum())
+
+    def committed(self, batches: int) -> None:
+        with self._lock:
+            self.commits += 1
+            self.grouped_batches += batches
 
     def refused(self) -> None:
         with self._lock:
@@ -155,6 +161,16 @@ class TelemetryMetrics:
             yield cache
             yield CounterMetricFamily(
                 "voxperf_telemetry_rejected_lines", "Lines refused by validation", value=self.rejected_lines
+            )
+            yield CounterMetricFamily(
+                "voxperf_telemetry_commits",
+                "Store transactions (each stores the batches that were waiting together)",
+                value=self.commits,
+            )
+            yield CounterMetricFamily(
+                "voxperf_telemetry_committed_batches",
+                "Batches stored through those transactions",
+                value=self.grouped_batches,
             )
             batches = CounterMetricFamily("voxperf_telemetry_batches", "Batches by result", labels=["result"])
             for kind, n in self.batches.items():

@@ -25,9 +25,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import queue
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -47,7 +50,7 @@ from voxperf.telemetry.alerts import DEFAULT_THRESHOLDS, AlertEngine, Threshold
 from voxperf.telemetry.ingest import IngestError, ParsedBatch, decode_body, parse_batch
 from voxperf.telemetry.model import FILTERS, METRICS
 from voxperf.telemetry.prometheus import TelemetryMetrics
-from voxperf.telemetry.store import HOUR_MS, Query, TelemetryStore
+from voxperf.telemetry.store import HOUR_MS, Query, Receipt, TelemetryStore
 
 __all__ = ["TelemetrySettings", "TelemetryState", "create_telemetry_app", "parse_duration_ms", "router"]
 
@@ -67,11 +70,93 @@ class TelemetrySettings(BaseModel):
     api_keys: list[str] = Field(default_factory=list)  # tenant:KEY or tenant:sha256:HEX
     raw_days: Annotated[float, Field(gt=0)] = 30.0
     rollup_days: Annotated[float, Field(gt=0)] = 400.0
-    max_inflight: Annotated[int, Field(ge=1)] = 4  # batches being parsed and stored at once; past it, 429
+    max_inflight: Annotated[int, Field(ge=1)] = 8  # batches being parsed and stored at once; past it, 429
     webhook_url: str | None = None  # alert state changes are POSTed here
     alert_interval_s: Annotated[float, Field(gt=0)] = 30.0
     compact_interval_s: Annotated[float, Field(gt=0)] = 3600.0
     public_metrics: bool = True  # /metrics without a key (a scrape on a private network)
+
+
+class GroupWriter:
+    """The one thread that decodes, validates and stores batches: the batches waiting together are
+    stored in one transaction (group commit: one commit and one bulk insert for all of them, each
+    batch still exactly once), and each request is answered only after that commit. One thread
+    does all of it because the work holds the GIL: more threads would only take turns."""
+
+    def __init__(
+        self,
+        store: TelemetryStore,
+        metrics: TelemetryMetrics,
+        *,
+        in_flight: Callable[[], int] = lambda: 0,
+        max_batches: int = 16,
+        linger_s: float = 0.01,
+    ) -> None:
+        self.store, self.metrics, self.max_batches = store, metrics, max_batches
+        # requests inside the endpoint (their bodies may still be arriving): while there are more
+        # of them than batches in hand, wait up to linger_s for theirs, so they share the commit
+        self.in_flight, self.linger_s = in_flight, linger_s
+        self._queue: queue.Queue[_Work | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, body: bytes, encoding: str | None, batch_id: str, tenant: str) -> Future[_Stored]:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="voxperf-telemetry-writer", daemon=True
+                )
+                self._thread.start()
+        done: Future[_Stored] = Future()
+        self._queue.put((body, encoding, batch_id, tenant, done))
+        return done
+
+    def _take(self, first: _Work) -> list[_Work]:
+        group = [first]
+        deadline = time.monotonic() + self.linger_s
+        while len(group) < self.max_batches:
+            wait = deadline - time.monotonic() if self.in_flight() > len(group) else 0.0
+            try:
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # stop after this group
+                break
+            group.append(item)
+        return group
+
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            parsed: list[tuple[ParsedBatch, str, str, Future[_Stored]]] = []
+            for body, encoding, batch_id, tenant, done in self._take(first):
+                try:
+                    parsed.append((parse_batch(decode_body(body, encoding)), batch_id, tenant, done))
+                except BaseException as exc:  # IngestError: this request's answer (4xx)
+                    done.set_exception(exc)
+            if not parsed:
+                continue
+            self.metrics.committed(len(parsed))
+            try:
+                receipts = self.store.ingest_many([(b, i, t) for b, i, t, _ in parsed])
+            except BaseException as exc:  # every waiting request gets the error (a 5xx), none hangs
+                for *_, done in parsed:
+                    done.set_exception(exc)
+                continue
+            for (batch, *_, done), receipt in zip(parsed, receipts, strict=True):
+                self.metrics.observe(batch, receipt.duplicate)
+                done.set_result((batch, receipt))
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+                self._thread = None
+
+
+_Stored = tuple[ParsedBatch, Receipt]
+_Work = tuple[bytes, str | None, str, str, "Future[_Stored]"]
 
 
 @dataclass
@@ -84,8 +169,10 @@ class TelemetryState:
     alerts: AlertEngine = field(init=False)
     metrics: TelemetryMetrics = field(init=False, default_factory=TelemetryMetrics)
     ingesting: InFlight = field(init=False)
+    writer: GroupWriter = field(init=False)
 
     def __post_init__(self) -> None:
+        self.writer = GroupWriter(self.store, self.metrics, in_flight=lambda: self.ingesting.active)
         self.keys = KeyRing.from_entries(list(self.settings.api_keys))
         self.alerts = AlertEngine(
             self.store, self.thresholds, webhook_url=self.settings.webhook_url, clock=self.clock
@@ -159,12 +246,11 @@ def _thresholds(state: TelemetryState) -> list[dict[str, Any]]:
     ]
 
 
-def _store_batch(state: TelemetryState, body: bytes, encoding: str | None, tenant: str, batch_id: str) -> Any:
-    data = decode_body(body, encoding)
-    batch: ParsedBatch = parse_batch(data)
-    receipt = state.store.ingest(batch, batch_id=batch_id, tenant=tenant)
-    state.metrics.observe(batch, receipt.duplicate)
-    return batch, receipt
+async def _store_batch(
+    state: TelemetryState, body: bytes, encoding: str | None, tenant: str, batch_id: str
+) -> tuple[ParsedBatch, Receipt]:
+    """Decode, validate and store through the group writer; back once committed."""
+    return await asyncio.wrap_future(state.writer.submit(body, encoding, batch_id, tenant))
 
 
 @router.post("/v1/telemetry", tags=["telemetry"])
@@ -184,8 +270,8 @@ async def ingest(request: Request, state: State, tenant: Tenant) -> JSONResponse
                 "send a UUID (hex) as X-Voxperf-Batch-Id",
             )
         try:
-            batch, receipt = await run_in_threadpool(
-                _store_batch, state, body, request.headers.get("content-encoding"), tenant, batch_id
+            batch, receipt = await _store_batch(
+                state, body, request.headers.get("content-encoding"), tenant, batch_id
             )
         except IngestError as exc:
             state.metrics.refused()
@@ -231,7 +317,7 @@ async def otlp_traces(request: Request, state: State, tenant: Tenant) -> JSONRes
                 400, str(exc), "invalid_request_error", "send OTLP/HTTP JSON (resourceSpans)"
             ) from None
         batch_id = "otlp:" + hashlib.sha256(body).hexdigest()
-        batch, receipt = await run_in_threadpool(_store_batch, state, lines, None, tenant, batch_id)
+        batch, receipt = await _store_batch(state, lines, None, tenant, batch_id)
     finally:
         give_back()
     rejected += receipt.rejected
@@ -407,6 +493,7 @@ def create_telemetry_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await run_in_threadpool(state.writer.stop)  # what was accepted is stored before closing
         if owned:
             state.store.close()
 

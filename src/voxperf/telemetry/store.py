@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -161,6 +162,7 @@ class TelemetryStore:
         raw_days: float = 30,
         rollup_days: float = 400,
         threads: int | None = None,
+        checkpoint_mb: int = 64,
         clock: Callable[[], float] = time.time,
         migrate_to: int | None = None,
     ) -> None:
@@ -187,7 +189,12 @@ class TelemetryStore:
             path = self.target.removeprefix("duckdb://")
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            config = {"threads": threads} if threads else {}
+            # DuckDB checkpoints its write-ahead log into the file at this size: bigger means fewer,
+            # cheaper-per-event checkpoints while ingesting, and a longer log to replay after a crash
+            config: dict[str, Any] = {"checkpoint_threshold": f"{checkpoint_mb}MB"}
+            # DuckDB sizes its pool by the machine's cores; a process pinned to fewer (taskset, a
+            # container's cpuset) would run more threads than it has cores, so use the ones it has
+            config["threads"] = threads or _usable_cpus()
             try:
                 self._conn = duckdb.connect(path, config=config)
             except duckdb.Error as exc:
@@ -269,28 +276,58 @@ class TelemetryStore:
 
     def ingest(self, batch: ParsedBatch, *, batch_id: str, tenant: str = "") -> Receipt:
         """Store a validated batch once: a batch id already stored stores nothing again."""
-        rejected = len(batch.errors)
-        now_ms = int(self.clock() * 1000)
-        with self._transaction() as cur:
-            cur.execute(
-                self._sql(
-                    "SELECT accepted, rejected FROM telemetry_batches WHERE tenant = ? AND batch_id = ?"
-                ),
-                [tenant, batch_id],
-            )
-            seen = cur.fetchone()
-            if seen is not None:
-                return Receipt(int(seen[0]), int(seen[1]), duplicate=True)
-            cur.execute(
-                self._sql("INSERT INTO telemetry_batches VALUES (?, ?, ?, ?, ?)"),
-                [tenant, batch_id, now_ms, batch.rows, rejected],
-            )
-            if batch.rows:
-                self._insert(cur, tenant, batch)
-        return Receipt(batch.rows, rejected)
+        return self.ingest_many([(batch, batch_id, tenant)])[0]
 
-    def _insert(self, cur: Any, tenant: str, batch: ParsedBatch) -> None:
-        columns = {"tenant": np.full(batch.rows, tenant, dtype=object), **batch.columns}
+    def ingest_many(self, items: Sequence[tuple[ParsedBatch, str, str]]) -> list[Receipt]:
+        """Store several (batch, batch id, tenant) in one transaction (one commit, one bulk insert:
+        a server groups the batches that arrive together), each exactly once; receipts in order.
+        An id seen before, or twice in ``items``, stores nothing again."""
+        now_ms = int(self.clock() * 1000)
+        receipts: list[Receipt | None] = [None] * len(items)
+        with self._transaction() as cur:
+            known: dict[tuple[str, str], Receipt] = {}
+            for tenant in {t for _, _, t in items}:
+                ids = [b for _, b, t in items if t == tenant]
+                marks = ", ".join("?" * len(ids))
+                cur.execute(
+                    self._sql(
+                        "SELECT batch_id, accepted, rejected FROM telemetry_batches "
+                        f"WHERE tenant = ? AND batch_id IN ({marks})"
+                    ),
+                    [tenant, *ids],
+                )
+                for batch_id, accepted, rejected in cur.fetchall():
+                    known[(tenant, batch_id)] = Receipt(int(accepted), int(rejected), duplicate=True)
+            fresh: list[tuple[ParsedBatch, str, str]] = []
+            for k, (batch, batch_id, tenant) in enumerate(items):
+                seen = known.get((tenant, batch_id))
+                if seen is not None:
+                    receipts[k] = seen
+                    continue
+                receipts[k] = Receipt(batch.rows, len(batch.errors))
+                known[(tenant, batch_id)] = Receipt(batch.rows, len(batch.errors), duplicate=True)
+                fresh.append((batch, batch_id, tenant))
+            if fresh:
+                marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(fresh))
+                cur.execute(
+                    self._sql(f"INSERT INTO telemetry_batches VALUES {marks}"),
+                    [v for b, i, t in fresh for v in (t, i, now_ms, b.rows, len(b.errors))],
+                )
+                stored = [(b, t) for b, _, t in fresh if b.rows]
+                if stored:
+                    self._insert(cur, stored)
+        return [r for r in receipts if r is not None]
+
+    def _insert(self, cur: Any, batches: Sequence[tuple[ParsedBatch, str]]) -> None:
+        """One bulk insert of the events of every (batch, tenant)."""
+        tenants = np.concatenate([np.full(b.rows, t, dtype=object) for b, t in batches])
+        first = batches[0][0].columns
+        if len(batches) == 1:
+            columns = {"tenant": tenants, **first}
+        else:
+            columns = {"tenant": tenants} | {
+                k: np.concatenate([b.columns[k] for b, _ in batches]) for k in first
+            }
         names = ", ".join(columns)
         if self.dialect == "duckdb":
             cur.register("incoming", columns)  # NaN in a float column arrives as NULL
@@ -650,6 +687,13 @@ class TelemetryStore:
             )
             out[key] = [str(r[0]) for r in rows]
         return out
+
+
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _log_bucket(expr: str) -> str:
