@@ -355,3 +355,26 @@ def test_one_bad_batch_in_a_group_commit_fails_alone() -> None:
     finally:
         writer.stop()
     assert store.count(Query(T0, T0 + 7 * HOUR_MS)) == 20
+
+
+def test_a_failing_store_is_a_503_the_client_retries_and_nothing_is_half_stored() -> None:
+    app, store = app_for()
+    lines, _ = speech(10)
+    body = "\n".join(lines).encode()
+    with TestClient(app) as c:
+        real = store.ingest_many
+
+        def full_disk(items: Any) -> Any:
+            raise OSError(28, "No space left on device")
+
+        store.ingest_many = full_disk  # type: ignore[method-assign]
+        failed = c.post("/v1/telemetry", content=body, headers={"X-Voxperf-Batch-Id": "r1"})
+        assert failed.status_code == 503 and failed.headers["Retry-After"] == "5"
+        assert "could not take the batch" in failed.json()["error"]["message"]
+        store.ingest_many = real  # type: ignore[method-assign]
+        retried = c.post("/v1/telemetry", content=body, headers={"X-Voxperf-Batch-Id": "r1"})
+        assert retried.status_code == 200 and retried.json()["duplicate"] is False
+        assert (
+            c.get("/v1/telemetry/summary", params={"window": "7h"}).json()["metrics"]["ttfa_ms"]["count"]
+            == 10
+        )

@@ -249,8 +249,26 @@ def _thresholds(state: TelemetryState) -> list[dict[str, Any]]:
 async def _store_batch(
     state: TelemetryState, body: bytes, encoding: str | None, tenant: str, batch_id: str
 ) -> tuple[ParsedBatch, Receipt]:
-    """Decode, validate and store through the group writer; back once committed."""
-    return await asyncio.wrap_future(state.writer.submit(body, encoding, batch_id, tenant))
+    """Decode, validate and store through the group writer; back once committed. A store that
+    fails (disk full, database gone) is a 503 with Retry-After: the client keeps the batch and
+    retries it under the same id."""
+    try:
+        return await asyncio.wrap_future(state.writer.submit(body, encoding, batch_id, tenant))
+    except IngestError:
+        raise
+    except Exception as exc:
+        raise _store_failed(exc) from None
+
+
+def _store_failed(exc: BaseException) -> ApiError:
+    log.error("telemetry store failed: %s", exc)
+    return ApiError(
+        503,
+        f"the telemetry store could not take the batch: {type(exc).__name__}",
+        "unavailable",
+        "retry after the Retry-After seconds with the same batch id",
+        {"Retry-After": "5"},
+    )
 
 
 @router.post("/v1/telemetry", tags=["telemetry"])
@@ -347,9 +365,12 @@ async def otlp_metrics(request: Request, state: State, tenant: Tenant) -> JSONRe
                 400, str(exc), "invalid_request_error", "send OTLP/HTTP JSON (resourceMetrics)"
             ) from None
         batch_id = "otlp-metrics:" + hashlib.sha256(body).hexdigest()
-        await run_in_threadpool(
-            state.store.ingest_histograms, points, batch_id=batch_id, tenant=tenant, rejected=rejected
-        )
+        try:
+            await run_in_threadpool(
+                state.store.ingest_histograms, points, batch_id=batch_id, tenant=tenant, rejected=rejected
+            )
+        except Exception as exc:
+            raise _store_failed(exc) from None
     finally:
         give_back()
     partial = {"rejectedDataPoints": str(rejected), "errorMessage": message} if rejected else {}
