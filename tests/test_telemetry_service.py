@@ -378,3 +378,91 @@ def test_a_failing_store_is_a_503_the_client_retries_and_nothing_is_half_stored(
             c.get("/v1/telemetry/summary", params={"window": "7h"}).json()["metrics"]["ttfa_ms"]["count"]
             == 10
         )
+
+
+def _start_telemetry(store: str, port: int, log: Any) -> Any:
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    voxperf = str(Path(sys.executable).parent / "voxperf")
+    proc = subprocess.Popen(
+        [voxperf, "telemetry", "serve", "--port", str(port), "--store", store],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, "voxperf telemetry serve exited"
+        time.sleep(0.05)
+    raise AssertionError("voxperf telemetry serve did not start")
+
+
+@pytest.mark.slow
+def test_kill_9_loses_no_acknowledged_batch(tmp_path: Any) -> None:
+    import signal
+
+    from .conftest import free_port
+
+    path = str(tmp_path / "t.duckdb")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/telemetry"
+    log = (tmp_path / "server.log").open("wb")
+    proc = _start_telemetry(path, port, log)
+    acknowledged = 0
+    try:
+        for k in range(20):
+            lines, _ = speech(100, seed=100 + k)
+            answer = httpx.post(
+                url, content="\n".join(lines).encode(), headers={"X-Voxperf-Batch-Id": f"k{k}"}
+            )
+            assert answer.status_code == 200
+            acknowledged += answer.json()["accepted"]
+        proc.send_signal(signal.SIGKILL)  # no shutdown, no checkpoint: only the write-ahead log is left
+        proc.wait()
+        proc = _start_telemetry(path, port, log)
+        lines, _ = speech(100, seed=100)  # the first batch again, as a client that never saw its answer
+        again = httpx.post(url, content="\n".join(lines).encode(), headers={"X-Voxperf-Batch-Id": "k0"})
+        assert again.json()["duplicate"] is True
+    finally:
+        proc.terminate()
+        proc.wait()
+    store = TelemetryStore(path)
+    try:
+        assert store.count(Query(T0, T0 + 7 * HOUR_MS)) == acknowledged == 2000
+    finally:
+        store.close()
+
+
+def test_the_service_on_postgresql(tmp_path: Any) -> None:
+    from .conftest import PG_URL, drop_schema, pg_url, postgres_schema
+
+    schema = postgres_schema()
+    if schema is None:
+        pytest.skip(f"no PostgreSQL at {PG_URL} (set VOXPERF_TEST_POSTGRES_URL)")
+    try:
+        store = TelemetryStore(pg_url(schema), clock=lambda: NOW_S)
+        app = create_telemetry_app(
+            TelemetrySettings(), store=store, clock=lambda: NOW_S, background=False, own_store=True
+        )
+        lines, ttfa = speech(500, seed=31)
+        body = gzip.compress("\n".join([*lines, "{broken"]).encode())
+        with TestClient(app) as c:
+            headers = {"Content-Encoding": "gzip", "X-Voxperf-Batch-Id": "pg-1"}
+            first = c.post("/v1/telemetry", content=body, headers=headers).json()
+            again = c.post("/v1/telemetry", content=body, headers=headers).json()
+            assert (first["accepted"], first["rejected"], again["duplicate"]) == (500, 1, True)
+            assert first["errors"] == [{"line": 501, "reason": first["errors"][0]["reason"]}]
+            summary = c.get("/v1/telemetry/summary", params={"window": "7h"}).json()["metrics"]["ttfa_ms"]
+            assert summary["count"] == 500
+            assert summary["p95"] == pytest.approx(np.percentile(ttfa, 95), rel=1e-9)
+            assert c.get("/v1/telemetry/series", params={"stats": ""}).status_code == 400
+            assert c.get("/v1/telemetry/summary", params={"window": "7h"}).status_code == 200  # still usable
+    finally:
+        drop_schema(schema)
