@@ -320,30 +320,30 @@ class TelemetryStore:
         return [r for r in receipts if r is not None]
 
     def _insert(self, cur: Any, batches: Sequence[tuple[ParsedBatch, str]]) -> None:
-        """One bulk insert of the events of every (batch, tenant)."""
-        tenants = np.concatenate([np.full(b.rows, t, dtype=object) for b, t in batches])
-        first = batches[0][0].columns
-        if len(batches) == 1:
-            columns = {"tenant": tenants, **first}
-        else:
-            columns = {"tenant": tenants} | {
-                k: np.concatenate([b.columns[k] for b, _ in batches]) for k in first
-            }
-        names = ", ".join(columns)
-        if self.dialect == "duckdb":
-            cur.register("incoming", columns)  # NaN in a float column arrives as NULL
-            try:
-                cur.execute(f"INSERT INTO telemetry_events ({names}) SELECT {names} FROM incoming")
-            finally:
-                cur.unregister("incoming")
-            return
-        arrays = [
-            [None if v != v else float(v) for v in values] if k in NUMBER_COLUMNS else values.tolist()
-            for k, values in columns.items()
-        ]
-        with cur.copy(f"COPY telemetry_events ({names}) FROM STDIN") as copy:
-            for row in zip(*arrays, strict=True):
-                copy.write_row(row)
+        """One bulk insert per tenant of the events of every (batch, tenant)."""
+        for tenant in dict.fromkeys(t for _, t in batches):
+            parts = [b.columns for b, t in batches if t == tenant]
+            columns = (
+                parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            )
+            names = ", ".join(columns)
+            if self.dialect == "duckdb":
+                cur.register("incoming", columns)  # NaN in a float column arrives as NULL
+                try:  # the tenant is a parameter, not a column of n equal strings to convert
+                    cur.execute(
+                        f"INSERT INTO telemetry_events (tenant, {names}) SELECT ?, {names} FROM incoming",
+                        [tenant],
+                    )
+                finally:
+                    cur.unregister("incoming")
+                continue
+            arrays = [
+                [None if v != v else float(v) for v in values] if k in NUMBER_COLUMNS else values.tolist()
+                for k, values in columns.items()
+            ]
+            with cur.copy(f"COPY telemetry_events (tenant, {names}) FROM STDIN") as copy:
+                for row in zip(*arrays, strict=True):
+                    copy.write_row((tenant, *row))
 
     def ingest_histograms(
         self, points: Sequence[HistogramPoint], *, batch_id: str, tenant: str = "", rejected: int = 0
