@@ -466,3 +466,23 @@ def test_the_service_on_postgresql(tmp_path: Any) -> None:
             assert c.get("/v1/telemetry/summary", params={"window": "7h"}).status_code == 200  # still usable
     finally:
         drop_schema(schema)
+
+
+def test_an_endless_chunked_body_is_cut_off_at_the_bound() -> None:
+    app, _ = app_for()
+    sent = [0]
+
+    def endless() -> Any:
+        chunk = b"x" * 65536
+        while sent[0] < 4 * MAX_BODY_BYTES:  # no Content-Length: only the streamed size can say
+            sent[0] += len(chunk)
+            yield chunk
+
+    for url in serve_app(None, None, app=app):  # type: ignore[arg-type]
+        try:
+            answer = httpx.post(f"{url}/v1/telemetry", content=endless(), timeout=30)
+            status = answer.status_code
+        except httpx.HTTPError:  # the server answered and closed while the client was still sending
+            status = 413
+        assert status == 413  # (uvicorn drains what the client still sends; the app keeps none of it)
+        assert httpx.get(f"{url}/healthz").status_code == 200

@@ -47,7 +47,7 @@ from voxperf.errors import UsageError
 from voxperf.service.http import ApiError, install_error_handlers
 from voxperf.service.security import InFlight, KeyRing
 from voxperf.telemetry.alerts import DEFAULT_THRESHOLDS, AlertEngine, Threshold
-from voxperf.telemetry.ingest import IngestError, ParsedBatch, decode_body, parse_batch
+from voxperf.telemetry.ingest import MAX_BODY_BYTES, IngestError, ParsedBatch, decode_body, parse_batch
 from voxperf.telemetry.model import FILTERS, METRICS
 from voxperf.telemetry.prometheus import TelemetryMetrics
 from voxperf.telemetry.store import HOUR_MS, Query, Receipt, TelemetryStore
@@ -260,6 +260,40 @@ async def _store_batch(
         raise _store_failed(exc) from None
 
 
+BODY_TIMEOUT_S = 30.0
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused (413) as soon as it passes the size bound, declared or streamed,
+    and (408) when it takes longer than ``BODY_TIMEOUT_S``: a client cannot make the server buffer
+    an unbounded body, nor hold an ingest slot forever."""
+    declared = request.headers.get("content-length")
+    too_large = ApiError(
+        413,
+        f"the body is larger than {MAX_BODY_BYTES} bytes",
+        "request_too_large",
+        "send smaller batches (1,000 events is plenty)",
+    )
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+
+    async def read() -> bytes:
+        parts, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise too_large
+            parts.append(chunk)
+        return b"".join(parts)
+
+    try:
+        return await asyncio.wait_for(read(), BODY_TIMEOUT_S)
+    except TimeoutError:
+        raise ApiError(
+            408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s", "request_timeout", "send it at once"
+        ) from None
+
+
 def _store_failed(exc: BaseException) -> ApiError:
     log.error("telemetry store failed: %s", exc)
     return ApiError(
@@ -276,7 +310,7 @@ async def ingest(request: Request, state: State, tenant: Tenant) -> JSONResponse
     """Store a batch of NDJSON events (see the module docstring for the answers)."""
     give_back = state.ingesting.claim()
     try:
-        body = await request.body()
+        body = await _read_body(request)
         batch_id = request.headers.get("x-voxperf-batch-id") or request.headers.get("idempotency-key")
         if batch_id is None:
             batch_id = "sha256:" + hashlib.sha256(body).hexdigest()
@@ -324,7 +358,7 @@ async def otlp_traces(request: Request, state: State, tenant: Tenant) -> JSONRes
 
     give_back = state.ingesting.claim()
     try:
-        body = await request.body()
+        body = await _read_body(request)
         try:
             data = decode_body(body, request.headers.get("content-encoding"))
             lines, rejected, message = events_from_otlp_traces(data)
@@ -354,7 +388,7 @@ async def otlp_metrics(request: Request, state: State, tenant: Tenant) -> JSONRe
 
     give_back = state.ingesting.claim()
     try:
-        body = await request.body()
+        body = await _read_body(request)
         try:
             data = decode_body(body, request.headers.get("content-encoding"))
             points, rejected, message = points_from_otlp_metrics(data)
