@@ -37,7 +37,8 @@ def serve(
     webhook_url: Annotated[str | None, typer.Option(help="POST alert state changes here")] = None,
     max_inflight: Annotated[int | None, typer.Option(help="Batches stored at once; past it, 429")] = None,
 ) -> None:
-    """Run the telemetry service: POST /v1/telemetry, /v1/traces; GET /dashboard, /v1/alerts, /metrics."""
+    """Run the telemetry service: POST /v1/telemetry, /v1/traces, /v1/metrics; GET /dashboard,
+    /v1/alerts, /metrics."""
     from voxperf.extras import require_extra
 
     require_extra("telemetry", "the telemetry service (voxperf telemetry serve)")
