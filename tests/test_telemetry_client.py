@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voxperf.telemetry.client import Response, TelemetryClient, sanitize_event
 from voxperf.trace.core import Trace
@@ -164,3 +166,56 @@ def test_the_background_thread_sends_without_being_asked(ingest: tuple[str, type
     assert sum(len(_lines(b)) for _, b in handler.received) == 2  # sent before anyone flushed
     client.close(timeout_s=10)
     assert client.sent == 2
+
+
+def test_odd_values_are_repaired_or_dropped_never_raised() -> None:
+    from datetime import UTC, datetime
+
+    event = {
+        "appVersion": "v1.2.0",
+        "appBuild": "nightly build",
+        "event": {
+            "timestamp": "2026-12-01T01:00:00.5+01:00",
+            "name": "speech_timing",
+            "fields": {
+                "ttfa_ms": 10**400,
+                "server_ms": float("nan"),
+                "first_byte_ms": 2e15,
+                "provider": "piper\n",
+            },
+        },
+    }
+    clean = sanitize_event(event)
+    assert clean is not None
+    assert clean["appVersion"] == "1.2.0" and clean["appBuild"] == "0"
+    assert clean["event"]["timestamp"] == "2026-12-01T00:00:00.500Z"  # the same instant, in UTC
+    assert clean["event"]["fields"] == {}  # too big, not a number, not an identifier
+    assert clean["event"]["sessionID"]  # a missing session becomes the event's own
+    assert sanitize_event({**event, "appVersion": "dev"})["appVersion"] == "unknown"  # type: ignore[index]
+    stamp = sanitize_event({"event": {"name": "pipeline_timing", "timestamp": "yesterday"}})
+    assert stamp is not None
+    assert abs(datetime.fromisoformat(stamp["event"]["timestamp"]) - datetime.now(UTC)).total_seconds() < 60
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["appVersion", "appBuild", "osVersion", "schemaVersion", "junk"]),
+        st.one_of(st.text(max_size=30), st.integers(), st.none(), st.floats()),
+    ),
+    st.sampled_from(["pipeline_timing", "speech_timing"]),
+    st.dictionaries(
+        st.sampled_from(["ttfa_ms", "stt_ms", "provider", "cache", "outcome", "processing_level", "x"]),
+        st.one_of(st.text(max_size=40), st.integers(), st.floats(), st.booleans(), st.none()),
+    ),
+    st.one_of(st.none(), st.text(max_size=40)),
+)
+def test_whatever_the_app_passes_what_is_queued_is_accepted_by_the_server(
+    envelope: dict[str, Any], name: str, fields: dict[str, Any], stamp: str | None
+) -> None:
+    from voxperf.telemetry.ingest import parse_batch
+
+    clean = sanitize_event({**envelope, "event": {"name": name, "timestamp": stamp, "fields": fields}})
+    assert clean is not None
+    batch = parse_batch(json.dumps(clean).encode())
+    assert batch.errors == [] and batch.rows == 1  # record() never queues a line the server refuses

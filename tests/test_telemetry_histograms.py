@@ -107,3 +107,44 @@ def test_cumulative_livekit_histograms_become_deltas_stored_once() -> None:
         by_version = c.get("/v1/telemetry/series", params={**params, "app_version": "9.9"}).json()["points"]
         assert by_version == []
         assert c.post("/v1/metrics", content=b'{"resourceSpans": []}').status_code == 400
+
+
+def test_late_points_and_malformed_exports_are_answered_not_stored_or_crashed() -> None:
+    store = TelemetryStore(":memory:")
+    app = create_telemetry_app(TelemetrySettings(), store=store, clock=lambda: T0 / 1000, background=False)
+    start = T0 * 1_000_000
+    params = {
+        "metric": "turn_e2e_latency_ms",
+        "stats": "p95",
+        "start_ms": T0,
+        "end_ms": T0 + HOUR_MS,
+        "bucket": "1h",
+    }
+    with TestClient(app) as c:
+        for t, counts in (
+            (2, [2, 10, 5, 2, 1]),
+            (1, [1, 5, 2, 1, 1]),
+            (3, [3, 20, 5, 2, 0 + 1]),
+        ):  # t=1 is late
+            c.post(
+                "/v1/metrics",
+                content=json.dumps(export(counts, start_ns=start, t_ms=T0 + t * 60_000)).encode(),
+            )
+        (point,) = c.get("/v1/telemetry/series", params=params).json()["points"]
+        assert point["count"] == 31  # the last cumulative count: the late point added nothing
+        bad_sum = export([1, 1, 1, 1, 1], start_ns=start + 9, t_ms=T0 + 300_000)
+        bad_sum["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["histogram"]["dataPoints"][0][
+            "sum"
+        ] = float("inf")
+        far = export([1, 1, 1, 1, 1], start_ns=start + 9, t_ms=T0)
+        far["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["histogram"]["dataPoints"][0][
+            "timeUnixNano"
+        ] = "1e30"
+        for doc in (bad_sum, far):
+            answer = c.post("/v1/metrics", content=json.dumps(doc).encode())
+            assert answer.status_code == 200 and answer.json()["partialSuccess"]["rejectedDataPoints"] == "2"
+        for body in (b'{"resourceMetrics": [1]}', b"[" * 100_000, b'{"resourceSpans": [1]}'):
+            for path in ("/v1/metrics", "/v1/traces"):
+                assert c.post(path, content=body).status_code == 400
+        (point,) = c.get("/v1/telemetry/series", params=params).json()["points"]
+        assert point["count"] == 31

@@ -83,3 +83,19 @@ def test_report_includes_production_p95_for_this_version(tmp_path: Path) -> None
     assert cells[6] == f"{np.percentile(values['1.0.0'], 95):.1f} ms"
     unreachable = run_cli("report", str(head), "--base", str(base), "--telemetry", "http://127.0.0.1:9")
     assert unreachable.returncode == 3 and "cannot read production telemetry" in unreachable.stderr
+
+
+def test_a_wrong_store_path_is_an_error_and_creates_nothing(tmp_path: Path) -> None:
+    result = tmp_path / "head.json"
+    result.write_text(make_result("b" * 40).model_dump_json())
+    missing = tmp_path / "typo" / "prod.duckdb"
+    done = run_cli("telemetry", "compare", str(result), "--telemetry", str(missing))
+    assert done.returncode == 2 and "there is no telemetry store at" in done.stderr
+    assert not missing.parent.exists()
+    store = TelemetryStore(tmp_path / "long.duckdb")
+    _fill(store)
+    store.close()
+    long = run_cli(
+        "telemetry", "compare", str(result), "--telemetry", str(tmp_path / "long.duckdb"), "--window", "500d"
+    )
+    assert long.returncode == 0, long.stderr  # one bucket, however long the window

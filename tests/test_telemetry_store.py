@@ -253,3 +253,26 @@ def test_batches_stored_together_are_each_stored_once(store: TelemetryStore) -> 
     assert [(r.accepted, r.duplicate) for r in again] == [(30, True), (40, False)]
     assert store.count(Query(T0, T0 + DAY_MS)) == 30 + 40 + 40
     assert store.count(Query(T0, T0 + DAY_MS, tenant="other")) == 40
+
+
+def test_a_lost_postgresql_connection_is_a_503_then_reopened() -> None:
+    import psycopg
+
+    from voxperf.errors import ServiceUnavailableError
+
+    schema = postgres_schema()
+    if schema is None:
+        pytest.skip(f"no PostgreSQL at {PG_URL} (set VOXPERF_TEST_POSTGRES_URL)")
+    store = TelemetryStore(pg_url(schema), clock=lambda: NOW_S)
+    try:
+        lines, _ = speech_events(10)
+        store.ingest(parse_batch(batch(lines)), batch_id="before")
+        with psycopg.connect(PG_URL, autocommit=True) as admin:  # the database drops the store's session
+            admin.execute("SELECT pg_terminate_backend(%s)", [store._conn.info.backend_pid])
+        with pytest.raises(ServiceUnavailableError, match="telemetry database failed"):
+            store.count(Query(T0, T0 + DAY_MS))
+        assert store.count(Query(T0, T0 + DAY_MS)) == 10  # reconnected
+        assert store.ingest(parse_batch(batch(lines)), batch_id="before").duplicate
+    finally:
+        store.close()
+        drop_schema(schema)

@@ -32,9 +32,10 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from voxperf.telemetry.model import EVENTS, IDENTIFIER_PATTERN, FieldSpec
+from voxperf.telemetry.model import EVENTS, IDENTIFIER_PATTERN, MAX_NUMBER, FieldSpec
 from voxperf.trace.export import PIPELINE_TIMING_SCHEMA_VERSION
 
 __all__ = [
@@ -57,9 +58,8 @@ EVENT_FIELDS: dict[str, dict[str, FieldSpec]] = {
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 # what may travel, by shape: a version starts with a digit (a key or a sentence cannot pass), a
 # build is a number or a commit hash, the OS is this machine's own (the app's value is not used)
-_VERSION = re.compile(r"^\d+(\.\d+){0,3}([-+][0-9A-Za-z.]{1,20})?$")
-_BUILD = re.compile(r"^(\d{1,12}|[0-9a-f]{7,40})$")
-_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+_VERSION = re.compile(r"\d+(\.\d+){0,3}([-+][0-9A-Za-z.]{1,20})?")
+_BUILD = re.compile(r"\d{1,12}|[0-9a-f]{7,40}")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _SESSION_NS = uuid.UUID("6f1d3c52-9a4e-4b7c-8f1e-2d5a7c9b0e13")
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -67,17 +67,31 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 def _value(spec: FieldSpec, value: object) -> object | None:
     if spec.kind == "number":
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             return None
-        return int(value) if float(value).is_integer() else float(value)
+        if isinstance(value, int) and not 0 <= value <= MAX_NUMBER:  # before float(): 10**400 overflows
+            return None
+        number = float(value)
+        if not math.isfinite(number) or not 0 <= number <= MAX_NUMBER:
+            return None
+        return int(number) if number.is_integer() else number
     if spec.kind == "choice":
         return value if isinstance(value, str) and value in spec.choices else None
-    return value if isinstance(value, str) and _IDENTIFIER.match(value) else None
+    return value if isinstance(value, str) and _IDENTIFIER.fullmatch(value) else None
+
+
+def _timestamp(value: object) -> str:
+    """An ISO-8601 time with a zone as UTC ``...Z`` (ms); anything else is the time of recording."""
+    when = None
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            when = None
+    if when is None or when.tzinfo is None:
+        when = datetime.now(UTC)
+    spec = "seconds" if when.microsecond == 0 else "milliseconds"
+    return when.astimezone(UTC).isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def sanitize_event(event: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -102,18 +116,22 @@ def sanitize_event(event: Mapping[str, Any]) -> dict[str, Any] | None:
             if value is not None:
                 fields[key] = value
     out: dict[str, Any] = {"schemaVersion": PIPELINE_TIMING_SCHEMA_VERSION}
-    for key, pattern in (("appVersion", _VERSION), ("appBuild", _BUILD)):
-        value = event.get(key)
-        if isinstance(value, str) and pattern.match(value):
-            out[key] = value
-    out["osVersion"] = platform.platform(terse=True)
-    timestamp, session = inner.get("timestamp"), inner.get("sessionID")
-    if isinstance(session, str) and session and not _UUID.match(session.lower()):
+    version = event.get("appVersion")
+    if isinstance(version, str) and version[:1] in ("v", "V"):
+        version = version[1:]  # v1.2.0 is 1.2.0
+    out["appVersion"] = version if isinstance(version, str) and _VERSION.fullmatch(version) else "unknown"
+    build = event.get("appBuild")
+    out["appBuild"] = build if isinstance(build, str) and _BUILD.fullmatch(build) else "0"
+    out["osVersion"] = platform.platform(terse=True)[:128]
+    session = inner.get("sessionID")
+    if not isinstance(session, str) or not session:
+        session = str(uuid.uuid4())  # one event, its own session
+    elif not _UUID.fullmatch(session.lower()):
         session = str(uuid.uuid5(_SESSION_NS, session))
     out["event"] = {
-        "timestamp": timestamp if isinstance(timestamp, str) and _TIMESTAMP.match(timestamp) else None,
+        "timestamp": _timestamp(inner.get("timestamp")),
         "name": name,
-        "sessionID": session.lower() if isinstance(session, str) and session else None,
+        "sessionID": session.lower(),
         "fields": fields,
     }
     return out
@@ -142,6 +160,8 @@ def http_transport(url: str, body: bytes, headers: dict[str, str], timeout_s: fl
         try:
             after = float(retry) if retry is not None else None
         except ValueError:
+            after = None
+        if after is not None and not (math.isfinite(after) and after >= 0):
             after = None
         return Response(exc.code, after)
     except (urllib.error.URLError, OSError):
@@ -242,7 +262,7 @@ class TelemetryClient:
             with self._lock:
                 self.retries += 1
             delay = answer.retry_after_s if answer.retry_after_s is not None else self.backoff_s * 2**attempt
-            self.sleep(min(delay, 60.0))
+            self.sleep(max(0.0, min(delay, 60.0)))  # a server's odd Retry-After cannot stop the thread
         with self._lock:
             self.failed_batches += 1
         return False

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from voxperf.telemetry.model import IDENTIFIER_PATTERN, MAX_NUMBER
 
 __all__ = ["HISTOGRAM_METRICS", "HistogramPoint", "histogram_quantile", "points_from_otlp_metrics"]
 
@@ -30,6 +33,10 @@ HISTOGRAM_METRICS: dict[str, str] = {
     "lk.agents.turn.end_of_turn_delay": "end_of_turn_delay_ms",
 }
 _TO_MS = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+_VERSION_TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+_MAX_NS = 2**63 - 1  # what a BIGINT of nanoseconds holds
+_MAX_COUNT = 2**53  # counts stay exact as JSON numbers and in sums
 CUMULATIVE = 2  # OTLP AggregationTemporality
 
 
@@ -110,22 +117,33 @@ def points_from_otlp_metrics(data: bytes) -> tuple[list[HistogramPoint], int, st
                         attrs = _attrs(p.get("attributes"))
                         series = name + json.dumps(sorted((k, str(v)) for k, v in attrs.items()))
                         provider = attrs.get("voxperf.provider") or attrs.get("provider")
+                        if provider is not None and not _IDENTIFIER.fullmatch(str(provider)):
+                            raise ValueError(f"provider must match {IDENTIFIER_PATTERN}")
+                        version = resource_attrs.get("service.version")
+                        if version is not None and not _VERSION_TEXT.fullmatch(str(version)):
+                            raise ValueError("service.version must be 1-64 printable characters")
+                        t_ns = int(p["timeUnixNano"])
+                        if not 0 < t_ns < _MAX_NS or any(c > _MAX_COUNT for c in counts):
+                            raise ValueError("timeUnixNano or a bucket count is out of range")
+                        total = float(p.get("sum") or 0.0) * scale
+                        if not math.isfinite(total) or not 0 <= total <= MAX_NUMBER * max(1, sum(counts)):
+                            raise ValueError("sum must be a finite number >= 0")
                         points.append(
                             HistogramPoint(
                                 metric=target,
                                 series=series,
-                                ts_ms=int(p["timeUnixNano"]) // 1_000_000,
-                                start_ns=int(p.get("startTimeUnixNano") or 0),
+                                ts_ms=t_ns // 1_000_000,
+                                start_ns=min(max(0, int(p.get("startTimeUnixNano") or 0)), _MAX_NS),
                                 cumulative=cumulative,
                                 bounds=bounds,
                                 counts=counts,
-                                total_ms=float(p.get("sum") or 0.0) * scale,
+                                total_ms=total,
                                 count=int(p.get("count") or sum(counts)),
                                 provider=str(provider) if provider is not None else None,
-                                app_version=str(resource_attrs.get("service.version") or "") or None,
+                                app_version=str(version) if version else None,
                             )
                         )
-                    except (KeyError, TypeError, ValueError) as exc:
+                    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
                         reject(1, f"{name}: a data point is malformed ({exc})")
     return points, rejected, reason
 

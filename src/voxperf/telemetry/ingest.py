@@ -26,6 +26,7 @@ from voxperf.telemetry.model import (
     ENVELOPE_COLUMNS,
     EVENTS,
     IDENTIFIER_PATTERN,
+    MAX_NUMBER,
     NUMBER_COLUMNS,
     SCHEMA_VERSION,
     TEXT_COLUMNS,
@@ -143,7 +144,7 @@ def _text(limit: int) -> Any:
 
 def _field_type(spec: FieldSpec) -> Any:
     if spec.kind == "number":
-        return Annotated[float, msgspec.Meta(ge=0)] | None
+        return Annotated[float, msgspec.Meta(ge=0, le=MAX_NUMBER)] | None
     if spec.kind == "choice":
         return Literal[spec.choices] | None
     return Annotated[str, msgspec.Meta(max_length=32)] | None  # its shape: per distinct value, later
@@ -299,7 +300,7 @@ def _identifiers_checked(name: str, numbered: list[Any], errors: list[LineError]
         v
         for column in columns
         for v in {getattr(e.event.fields, column) for _, e in numbered}
-        if v is not None and not _IDENTIFIER.match(v)
+        if v is not None and not _IDENTIFIER.fullmatch(v)
     }
     if not bad_values:
         return numbered

@@ -28,6 +28,7 @@ from voxperf.trace.export import PIPELINE_TIMING_FIELDS
 __all__ = [
     "ENVELOPE_COLUMNS",
     "EVENTS",
+    "MAX_NUMBER",
     "METRICS",
     "NUMBER_COLUMNS",
     "SCHEMA_VERSION",
@@ -38,7 +39,8 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 Kind = Literal["number", "choice", "identifier"]
-IDENTIFIER_PATTERN = r"^[a-z][a-z0-9._-]{0,31}$"  # an engine or provider name, never a sentence
+IDENTIFIER_PATTERN = r"[a-z][a-z0-9._-]{0,31}"  # (whole string) an engine or provider name, never a sentence
+MAX_NUMBER = 1e15  # any field: ms (31,000 years), bytes (a petabyte); keeps sums finite everywhere
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,8 +103,8 @@ def events_from_otlp_traces(data: bytes) -> tuple[bytes, int, str]:
     for group in spans_by_trace(spans_from_otlp_json(data)):
         try:
             event = event_from_trace(trace_from_spans(group))
-        except ValueError as exc:
-            event, why = None, str(exc)
+        except (ValueError, OverflowError, OSError, RecursionError) as exc:  # this trace only
+            event, why = None, f"trace {group[0].trace_id}: {type(exc).__name__}: {str(exc)[:200]}"
         else:
             why = f"trace {group[0].trace_id}: no dictation stage spans and no speech request-flow events"
         if event is None:

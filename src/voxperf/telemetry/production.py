@@ -78,13 +78,12 @@ def production_summary(
     from voxperf.telemetry.server import parse_duration_ms
     from voxperf.telemetry.store import Query, TelemetryStore
 
-    store = TelemetryStore(source)
+    store = TelemetryStore(source, read_only=True)  # a report reads; it creates or migrates nothing
     try:
         end = int(time.time() * 1000)
-        q = Query(
-            end - parse_duration_ms(window), end, filters={"app_version": app_version} if app_version else {}
-        )
-        return store.summary(q)
+        start = max(0, end - parse_duration_ms(window))
+        filters = {"app_version": app_version} if app_version else {}
+        return store.summary(Query(start, end, end - start, filters=filters))
     finally:
         store.close()
 

@@ -93,7 +93,8 @@ class TelemetryMetrics:
     def observe(self, batch: ParsedBatch, duplicate: bool) -> None:
         with self._lock:
             self.rejected_lines += len(batch.errors) if not duplicate else 0
-            self.batches["duplicate" if duplicate else "stored"] += 1
+            refused = not batch.rows and bool(batch.errors)  # answered 400: no valid line
+            self.batches["duplicate" if duplicate else "refused" if refused else "stored"] += 1
             if duplicate or not batch.rows:
                 return
             cols = batch.columns

@@ -34,7 +34,7 @@ from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi import Query as Param
@@ -216,7 +216,7 @@ def _window(
 ) -> Query:
     """The query window (``end_ms`` default now) and the filters given as query parameters."""
     end = end_ms if end_ms is not None else int(state.clock() * 1000)
-    start = start_ms if start_ms is not None else end - parse_duration_ms(window)
+    start = start_ms if start_ms is not None else max(0, end - parse_duration_ms(window))
     span = max(1, end - start)
     bucket_ms = parse_duration_ms(bucket) if bucket else max(60_000, span // 48)
     filters = {k: v for k in FILTERS if (v := request.query_params.get(k))}
@@ -351,6 +351,33 @@ async def ingest(request: Request, state: State, tenant: Tenant) -> JSONResponse
     return JSONResponse(answer)
 
 
+_T = TypeVar("_T")
+
+
+async def _otlp(convert: Callable[[], _T]) -> _T:
+    """Decode and map an OTLP/JSON body off the event loop; whatever is wrong with it is a 400
+    (a 413/415 for the body itself), never a 500."""
+    try:
+        return await run_in_threadpool(convert)
+    except IngestError as exc:
+        raise ApiError(exc.status, str(exc), "invalid_request_error", "send OTLP/HTTP JSON") from None
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        OverflowError,
+        RecursionError,
+    ) as exc:
+        raise ApiError(
+            400,
+            f"not a valid OTLP/JSON export: {type(exc).__name__}: {str(exc)[:200]}",
+            "invalid_request_error",
+            "send OTLP/HTTP JSON (resourceSpans or resourceMetrics)",
+        ) from None
+
+
 @router.post("/v1/traces", tags=["telemetry"])
 async def otlp_traces(request: Request, state: State, tenant: Tenant) -> JSONResponse:
     """OTLP/HTTP JSON traces: each request-flow trace becomes one event (see :mod:`.otlp`)."""
@@ -359,17 +386,15 @@ async def otlp_traces(request: Request, state: State, tenant: Tenant) -> JSONRes
     give_back = state.ingesting.claim()
     try:
         body = await _read_body(request)
-        try:
-            data = decode_body(body, request.headers.get("content-encoding"))
-            lines, rejected, message = events_from_otlp_traces(data)
-        except IngestError as exc:
-            raise ApiError(exc.status, str(exc), "invalid_request_error", "send OTLP/HTTP JSON") from None
-        except ValueError as exc:
-            raise ApiError(
-                400, str(exc), "invalid_request_error", "send OTLP/HTTP JSON (resourceSpans)"
-            ) from None
+        encoding = request.headers.get("content-encoding")
+        lines, rejected, message = await _otlp(lambda: events_from_otlp_traces(decode_body(body, encoding)))
         batch_id = "otlp:" + hashlib.sha256(body).hexdigest()
-        batch, receipt = await _store_batch(state, lines, None, tenant, batch_id)
+        try:
+            batch, receipt = await _store_batch(state, lines, None, tenant, batch_id)
+        except IngestError as exc:  # e.g. more events than a batch may hold
+            raise ApiError(
+                exc.status, str(exc), "invalid_request_error", "send fewer traces at once"
+            ) from None
     finally:
         give_back()
     rejected += receipt.rejected
@@ -389,15 +414,8 @@ async def otlp_metrics(request: Request, state: State, tenant: Tenant) -> JSONRe
     give_back = state.ingesting.claim()
     try:
         body = await _read_body(request)
-        try:
-            data = decode_body(body, request.headers.get("content-encoding"))
-            points, rejected, message = points_from_otlp_metrics(data)
-        except IngestError as exc:
-            raise ApiError(exc.status, str(exc), "invalid_request_error", "send OTLP/HTTP JSON") from None
-        except ValueError as exc:
-            raise ApiError(
-                400, str(exc), "invalid_request_error", "send OTLP/HTTP JSON (resourceMetrics)"
-            ) from None
+        encoding = request.headers.get("content-encoding")
+        points, rejected, message = await _otlp(lambda: points_from_otlp_metrics(decode_body(body, encoding)))
         batch_id = "otlp-metrics:" + hashlib.sha256(body).hexdigest()
         try:
             await run_in_threadpool(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -139,10 +140,14 @@ class Point:
     source: Literal["raw", "rollup", "histogram"] = "raw"
 
 
+_PERCENTILE = re.compile(r"p([1-9][0-9]?)", re.ASCII)
+
+
 def _quantile_label(stat: str) -> float:
-    if not (stat.startswith("p") and stat[1:].isdigit() and 0 < int(stat[1:]) < 100):
+    match = _PERCENTILE.fullmatch(stat)
+    if match is None:
         raise UsageError(f"unknown statistic {stat!r}", "use p50, p95, p99 ... or mean")
-    return int(stat[1:]) / 100
+    return int(match.group(1)) / 100
 
 
 def metric(name: str) -> Metric:
@@ -166,8 +171,10 @@ class TelemetryStore:
         checkpoint_mb: int = 64,
         clock: Callable[[], float] = time.time,
         migrate_to: int | None = None,
+        read_only: bool = False,
     ) -> None:
-        """Open (and create or migrate: to the latest schema, or ``migrate_to``) the store."""
+        """Open (and create or migrate: to the latest schema, or ``migrate_to``) the store; with
+        ``read_only`` an existing store at the current schema is only read (nothing created)."""
         self.target = str(target)
         self.raw_days = raw_days
         self.rollup_days = rollup_days
@@ -178,17 +185,11 @@ class TelemetryStore:
         )
         if self.dialect == "postgres":
             self._psycopg = load("psycopg", "scale", "a PostgreSQL telemetry store")
-            try:
-                self._conn: Any = self._psycopg.connect(self.target, connect_timeout=5)
-            except self._psycopg.Error as exc:
-                raise ServiceUnavailableError(
-                    f"cannot connect to the telemetry database: {str(exc).strip().splitlines()[0]}",
-                    "check the PostgreSQL URL and that the server is running",
-                ) from None
+            self._conn: Any = self._pg_connect()
         else:
             duckdb = load("duckdb", "telemetry", "the embedded telemetry store")
             path = self.target.removeprefix("duckdb://")
-            if path != ":memory:":
+            if path != ":memory:" and not read_only:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             # DuckDB checkpoints its write-ahead log into the file at this size: bigger means fewer,
             # cheaper-per-event checkpoints while ingesting, and a longer log to replay after a crash
@@ -196,14 +197,64 @@ class TelemetryStore:
             # DuckDB sizes its pool by the machine's cores; a process pinned to fewer (taskset, a
             # container's cpuset) would run more threads than it has cores, so use the ones it has
             config["threads"] = threads or _usable_cpus()
+            if read_only and path != ":memory:" and not Path(path).is_file():
+                raise UsageError(
+                    f"there is no telemetry store at {path}",
+                    "give the --store path of voxperf telemetry serve, or the server's URL",
+                )
             try:
-                self._conn = duckdb.connect(path, config=config)
+                if read_only:
+                    self._conn = duckdb.connect(path, read_only=True, config={"threads": config["threads"]})
+                else:
+                    self._conn = duckdb.connect(path, config=config)
             except duckdb.Error as exc:
                 raise ServiceUnavailableError(
                     f"cannot open the telemetry store {path}: {exc}",
-                    "check the path is writable and no other process holds it open",
+                    "check the path is writable and no other process holds it open (or use the server's URL)",
                 ) from None
-        self.migrate(migrate_to)
+        if read_only:
+            self._check_schema()
+        else:
+            self.migrate(migrate_to)
+
+    def _check_schema(self) -> None:
+        try:
+            row = self._read("SELECT max(version) FROM telemetry_schema")
+        except (ServiceUnavailableError, UsageError):
+            raise
+        except Exception:
+            raise UsageError(
+                f"{self.target} is not a voxperf telemetry store", "check the path or URL"
+            ) from None
+        version, known = int(row[0][0] or 0), len(MIGRATIONS[self.dialect])
+        if version != known:
+            raise UsageError(
+                f"the telemetry store has schema version {version}; this voxperf reads {known}",
+                "open it once with this voxperf's `voxperf telemetry serve` (it migrates), or upgrade",
+            )
+
+    def _pg_connect(self) -> Any:
+        try:
+            return self._psycopg.connect(self.target, connect_timeout=5)
+        except self._psycopg.Error as exc:
+            raise ServiceUnavailableError(
+                f"cannot connect to the telemetry database: {str(exc).strip().splitlines()[0]}",
+                "check the PostgreSQL URL and that the server is running",
+            ) from None
+
+    @contextmanager
+    def _pg(self) -> Iterator[Any]:
+        """The PostgreSQL connection, reopened when the last one was lost (a database restart, a
+        terminated backend); a connection lost during the statement is a 503-type error."""
+        if self._conn.closed or self._conn.broken:
+            self._conn = self._pg_connect()
+        try:
+            yield self._conn
+        except self._psycopg.OperationalError as exc:
+            raise ServiceUnavailableError(
+                f"the telemetry database failed: {str(exc).strip().splitlines()[0]}",
+                "retry; check the PostgreSQL server",
+            ) from None
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -211,7 +262,7 @@ class TelemetryStore:
     def _transaction(self) -> Iterator[Any]:
         with self._lock:
             if self.dialect == "postgres":
-                with self._conn.transaction(), self._conn.cursor() as cur:
+                with self._pg() as conn, conn.transaction(), conn.cursor() as cur:
                     yield cur
                 return
             cur = self._conn.cursor()
@@ -231,12 +282,13 @@ class TelemetryStore:
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self.dialect == "postgres":
-            with self._lock, self._conn.cursor() as cur:
+            with self._lock, self._pg() as conn, conn.cursor() as cur:
                 try:
                     cur.execute(self._sql(sql), list(params))
                     rows = cur.fetchall()
                 finally:  # a failed statement must not leave the connection in an aborted transaction
-                    self._conn.rollback()
+                    if not conn.broken:
+                        conn.rollback()
                 return list(rows)
         cur = self._conn.cursor()  # a DuckDB cursor per reader: reads do not wait for the writer
         try:
@@ -375,21 +427,23 @@ class TelemetryStore:
                         [tenant, p.series],
                     )
                     last = cur.fetchone()
+                    if last is not None and int(last[0]) == p.start_ns:
+                        before = json.loads(last[1])
+                        if len(before) != len(counts):
+                            continue  # the series changed its buckets mid-run: not comparable
+                        if any(a < b for a, b in zip(counts, before, strict=True)):
+                            continue  # an older point arriving late: its counts are in the later one
+                        counts = [a - b for a, b in zip(counts, before, strict=True)]
+                        total -= float(last[2] or 0.0)
+                    # (no previous point, or a new start time: a restarted process, counted whole)
                     cur.execute(
                         self._sql("DELETE FROM telemetry_histogram_last WHERE tenant = ? AND series = ?"),
                         [tenant, p.series],
                     )
                     cur.execute(
                         self._sql("INSERT INTO telemetry_histogram_last VALUES (?, ?, ?, ?, ?)"),
-                        [tenant, p.series, p.start_ns, json.dumps(counts), total],
+                        [tenant, p.series, p.start_ns, json.dumps(list(p.counts)), p.total_ms],
                     )
-                    if last is not None and int(last[0]) == p.start_ns:
-                        before = json.loads(last[1])
-                        if len(before) == len(counts) and all(
-                            a >= b for a, b in zip(counts, before, strict=True)
-                        ):
-                            counts = [a - b for a, b in zip(counts, before, strict=True)]
-                            total -= float(last[2] or 0.0)
                 if not any(counts):
                     continue
                 cur.execute(
@@ -507,7 +561,7 @@ class TelemetryStore:
         if not m.rate and not stats:
             raise UsageError("no statistic asked for", "ask for p50, p95, p99 or mean")
         cut = self.rolled_through_ms()
-        if q.start_ms >= cut:
+        if cut == 0 or q.start_ms >= cut:  # nothing rolled up yet, or the window is all raw
             return self._raw_series(m, q, stats, q.start_ms, q.end_ms)
         if q.end_ms <= cut:
             return self._rollup_series(m, q, stats, q.start_ms, q.end_ms)
@@ -659,6 +713,8 @@ class TelemetryStore:
             raise UsageError(f"{name} is an OTLP histogram", "break down an event metric such as ttfa_ms")
         if by not in FILTERS:
             raise UsageError(f"cannot break down by {by!r}", f"use one of: {', '.join(FILTERS)}")
+        if not m.rate and not stats:
+            raise UsageError("no statistic asked for", "ask for p50, p95, p99 or mean")
         where, params = self._where(q, m, q.start_ms, q.end_ms)
         counted, aggregates, labels = self._aggregates(m, stats)
         if m.column is not None:
