@@ -175,6 +175,13 @@ def test_retention_rolls_up_within_one_percent_and_deletes_raw(store: TelemetryS
     whole = store.summary(Query(T0, T0 + 6 * HOUR_MS))
     assert whole["ttfa_ms"]["count"] == len(v["ts"]) and whole["ttfa_ms"]["source"] == "rollup"
     assert whole["cache_hit_rate"]["value"] == pytest.approx((v["cache"] == "hit").mean(), rel=1e-12)
+    late, _ = speech_events(50, seed=40, hours=1)  # events of a rolled-up hour arriving late
+    store.ingest(parse_batch(batch(late)), batch_id="late")
+    (first,) = store.series("ttfa_ms", Query(T0, T0 + HOUR_MS, HOUR_MS), ("p95",))
+    assert first.count == int((v["ts"] < T0 + HOUR_MS).sum()) + 50 and first.source == "rollup"
+    store.compact(now_ms=T0 + DAY_MS + 3 * HOUR_MS)  # rolled up now: counted once, not twice
+    (again,) = store.series("ttfa_ms", Query(T0, T0 + HOUR_MS, HOUR_MS), ("p95",))
+    assert again.count == first.count
     store.rollup_days = 1
     expired = store.compact(now_ms=T0 + 2 * DAY_MS + 4 * HOUR_MS)
     assert expired["expired_rollups"] > 0

@@ -624,10 +624,13 @@ class TelemetryStore:
         self, m: Metric, q: Query, stats: Sequence[str], start_ms: int, end_ms: int, raw_until: int = 0
     ) -> list[Point]:
         """Points from the hourly rollups of [start, end) (hour-granular: an hour is counted where
-        it starts), plus the raw events of [end, raw_until) folded into the same histograms."""
+        it starts), plus raw events of [start, raw_until) folded into the same histograms."""
         where, params = self._where(q, m, start_ms, end_ms)
         where = where.replace("ts_ms", "hour_ms")
-        raw_where, raw_params = self._where(q, m, end_ms, max(end_ms, raw_until))
+        # raw events join the histograms: those of [end, raw_until) (the bucket holding the cut) and
+        # any in [start, end) that arrived late, after their hour was rolled up (compaction deletes
+        # what it rolls up in the same transaction, so nothing is counted twice)
+        raw_where, raw_params = self._where(q, m, start_ms, max(end_ms, raw_until))
         offset = q.start_ms % q.bucket_ms
         bucket_expr = f"(hour_ms - {offset}) - (hour_ms - {offset}) % {q.bucket_ms} + {offset}"
         raw_bucket = bucket_expr.replace("hour_ms", "ts_ms")
