@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ import httpx
 import numpy as np
 import pytest
 
+from voxperf.telemetry.histograms import HISTOGRAM_METRICS
 from voxperf.telemetry.server import TelemetrySettings, create_telemetry_app
 from voxperf.telemetry.store import TelemetryStore
 
@@ -54,6 +56,16 @@ TILES = [
     ("paste_ms", "p95"),
 ]
 TIMEOUT_MS = 15_000  # Playwright's retrying assertions give up after this
+# the voice agent section: LiveKit's turn latencies (OTLP histograms), one p95 tile and line each
+TURN_METRICS = [
+    "turn_e2e_latency_ms",
+    "llm_ttft_ms",
+    "tts_ttfb_ms",
+    "transcription_delay_ms",
+    "end_of_turn_delay_ms",
+]
+TURN_BOUNDS_S = [0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0]
+NO_DRILL = "Pick a point on a timing chart."  # the drill-down caption until a point is picked
 
 
 # ---- events -------------------------------------------------------------------------------------
@@ -150,6 +162,67 @@ def ndjson(events: list[dict[str, Any]]) -> bytes:
     return "\n".join(json.dumps(e) for e in events).encode()
 
 
+def turn_histograms(seed: int = 11) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Cumulative bucket counts of three of LiveKit's turn histograms at two exports of one agent
+    process: the later export holds the earlier one's counts plus a slower period's."""
+    rng = np.random.default_rng(seed)
+    edges = [0.0, *TURN_BOUNDS_S, np.inf]
+    medians_s = {
+        "lk.agents.turn.e2e_latency": 1.2,
+        "lk.agents.turn.llm_ttft": 0.35,
+        "lk.agents.turn.tts_ttfb": 0.12,
+    }
+    first, second = {}, {}
+    for name, median in medians_s.items():
+        early = np.histogram(median * rng.lognormal(0, 0.35, 80), bins=edges)[0]
+        late = np.histogram(1.6 * median * rng.lognormal(0, 0.35, 120), bins=edges)[0]
+        first[name] = [int(c) for c in early]
+        second[name] = [int(c) for c in early + late]
+    return first, second
+
+
+def livekit_export(cumulative: dict[str, list[int]], *, start_ns: int, t_ms: int) -> dict[str, Any]:
+    """An OTLP/HTTP JSON metrics export as LiveKit Agents' OpenTelemetry SDK sends it: cumulative
+    explicit-bucket histograms in seconds, plus a metric the service does not map."""
+    # each bucket's observations at its middle (the open top one at its lower bound)
+    mids = [(a + b) / 2 for a, b in pairwise([0.0, *TURN_BOUNDS_S])] + [TURN_BOUNDS_S[-1]]
+    metrics: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "description": "LiveKit Agents turn latency",
+            "unit": "s",
+            "histogram": {
+                "aggregationTemporality": 2,
+                "dataPoints": [
+                    {
+                        "startTimeUnixNano": str(start_ns),
+                        "timeUnixNano": str(t_ms * 1_000_000),
+                        "count": str(sum(counts)),
+                        "sum": sum(c * m for c, m in zip(counts, mids, strict=True)),
+                        "bucketCounts": [str(c) for c in counts],
+                        "explicitBounds": TURN_BOUNDS_S,
+                    }
+                ],
+            },
+        }
+        for name, counts in cumulative.items()
+    ]
+    metrics.append({"name": "lk.agents.session.count", "sum": {"dataPoints": [{"asInt": "3"}]}})
+    return {
+        "resourceMetrics": [
+            {
+                "resource": {
+                    "attributes": [
+                        {"key": "service.name", "value": {"stringValue": "voice-agent"}},
+                        {"key": "service.version", "value": {"stringValue": "1.2.0"}},
+                    ]
+                },
+                "scopeMetrics": [{"scope": {"name": "livekit-agents"}, "metrics": metrics}],
+            }
+        ]
+    }
+
+
 # ---- the server ----------------------------------------------------------------------------------
 
 
@@ -180,6 +253,14 @@ class Telemetry:
     def post(self, events: list[dict[str, Any]], extra: bytes = b"") -> dict[str, Any]:
         answer = httpx.post(
             self.url + "/v1/telemetry", content=ndjson(events) + extra, headers=self._headers(), timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        receipt: dict[str, Any] = answer.json()
+        return receipt
+
+    def post_otlp(self, export: dict[str, Any]) -> dict[str, Any]:
+        answer = httpx.post(
+            self.url + "/v1/metrics", content=json.dumps(export).encode(), headers=self._headers(), timeout=30
         )
         assert answer.status_code == 200, answer.text
         receipt: dict[str, Any] = answer.json()
@@ -619,3 +700,144 @@ def test_grafana_dashboard_uses_only_exposed_metrics(telemetry: Telemetry) -> No
             assert colours[t["warning"] * scale] == "green"
         checked += 1
     assert checked >= 8
+
+
+# ---- voice agent turns (OTLP histograms) ---------------------------------------------------------
+
+
+def post_turns(server: Telemetry) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Two cumulative exports of one agent process five and two hours ago (the first resent, as an
+    exporter retrying would): the service stores the first whole and the second as the difference."""
+    first, second = turn_histograms()
+    start_ns = (NOW_MS - 6 * HOUR_MS) * 1_000_000
+    for counts, t_ms in (
+        (first, NOW_MS - 5 * HOUR_MS),
+        (second, NOW_MS - 2 * HOUR_MS),
+        (first, NOW_MS - 5 * HOUR_MS),
+    ):
+        receipt = server.post_otlp(livekit_export(counts, start_ns=start_ns, t_ms=t_ms))
+        assert receipt["partialSuccess"]["rejectedDataPoints"] == "1"  # the session count (a sum)
+    return first, second
+
+
+def assert_turn_tiles(tab: Tab, server: Telemetry, summary: dict[str, Any]) -> list[str]:
+    """The section's tiles are exactly the turn metrics with data, at the summary's p95; returns them."""
+    shown = [m for m in TURN_METRICS if summary["metrics"][m]["count"] > 0]
+    for metric in TURN_METRICS:
+        tile = tab.testid(f"tile-{metric}-p95")
+        if metric not in shown:
+            expect(tile).to_have_count(0, timeout=TIMEOUT_MS)
+            continue
+        m = summary["metrics"][metric]
+        assert m["source"] == "histogram"
+        expect(tile).to_have_text(server.fmt(metric, m["p95"]), timeout=TIMEOUT_MS)
+        expect(tile).to_have_attribute("data-value", str(m["p95"]))
+        expect(tab.testid(f"tile-{metric}-p95-count")).to_have_text(str(m["count"]))
+        expect(tab.testid(f"tile-{metric}-p95-estimated")).to_have_text("estimated from histogram buckets")
+    expect(tab.testid("turn-tiles").locator(".tile")).to_have_count(len(shown))
+    return shown
+
+
+def test_voice_agent_turns_show_estimated_histogram_percentiles(
+    browser: Browser, telemetry: Telemetry
+) -> None:
+    first, second = post_turns(telemetry)
+    with dashboard(browser, telemetry) as tab:
+        tab.refreshed()
+        summary = telemetry.get("/v1/telemetry/summary", window="24h")
+        shown = assert_turn_tiles(tab, telemetry, summary)
+        assert shown == [HISTOGRAM_METRICS[name] for name in first]  # the two without data: no tile
+        section = tab.testid("turns")
+        expect(section).to_be_visible()
+        expect(section.locator("h2")).to_have_text("Voice agent turns (OTLP histograms)")
+        note = tab.testid("turns-estimated")
+        expect(note).to_be_visible()
+        expect(note).to_contain_text("estimated from the histogram's bucket counts")
+        expect(note).to_contain_text("not computed from single events")
+        chart = tab.testid("chart-turns")
+        expect(chart.locator("figcaption")).to_contain_text("estimated from histogram buckets")
+        expect(chart.locator(".legend .key")).to_have_count(len(shown))
+
+        # one point per bucket the API returns, at the API's value; the cumulative counts became deltas
+        clicked = []
+        for name, metric in ((n, HISTOGRAM_METRICS[n]) for n in first):
+            series = telemetry.get("/v1/telemetry/series", metric=metric, stats="p95", window="24h")
+            points = series["points"]
+            assert [p["count"] for p in points] == [sum(first[name]), sum(second[name]) - sum(first[name])]
+            assert {p["source"] for p in points} == {"histogram"}
+            assert summary["metrics"][metric]["count"] == sum(second[name])
+            expect(chart.locator(f'[data-testid^="point-{metric}-p95-"]')).to_have_count(len(points))
+            for p in points:
+                dot = tab.testid(f"point-{metric}-p95-{p['t_ms']}")
+                assert float(dot.get_attribute("data-value") or "nan") == p["p95"]
+                title = dot.locator("title").text_content() or ""
+                assert telemetry.fmt(metric, p["p95"]) in title
+                assert f"({p['count']} observations, estimated from histogram buckets)" in title
+                assert "slowest" not in title
+                # not offered as a drill-down: no button, not focusable, nothing happens on a click
+                assert dot.get_attribute("role") is None and dot.get_attribute("tabindex") is None
+                assert "drill" not in (dot.get_attribute("class") or "").split()
+                dot.click()
+                clicked.append(metric)
+                expect(tab.testid("drill-caption")).to_have_text(NO_DRILL)
+        assert len(clicked) == 6
+        expect(chart.locator('[data-testid^="bucket-turns-"]')).to_have_count(0)
+        expect(tab.testid("selected-turns")).to_have_count(0)
+        expect(tab.testid("slowest")).to_be_hidden()
+
+        # an event timing still drills down; its request is the only /slowest one the page sent
+        ttfa = telemetry.get("/v1/telemetry/series", metric="ttfa_ms", stats="p95", window="24h")["points"][
+            -1
+        ]
+        tab.testid(f"point-ttfa_ms-p95-{ttfa['t_ms']}").click()
+        expect(tab.testid("drill-range")).to_have_attribute(
+            "data-start", str(ttfa["t_ms"]), timeout=TIMEOUT_MS
+        )
+        drills = [u for u in tab.requests if "/v1/telemetry/slowest" in u]
+        assert len(drills) == 1 and "metric=ttfa_ms" in drills[0], drills
+        expect(tab.testid("selected-turns")).to_have_count(0)
+
+        # a window without OTLP points hides the section; the 24 h one shows it again
+        tab.testid("filter-window").select_option("1h")
+        recent = telemetry.get("/v1/telemetry/summary", window="1h")
+        assert recent["metrics"]["ttfa_ms"]["count"] > 0
+        assert assert_turn_tiles(tab, telemetry, recent) == []
+        expect(section).to_be_hidden()
+        # a filter the histograms do not carry gives them no data either
+        tab.testid("filter-window").select_option("24h")
+        tab.testid("filter-processing_level").select_option("clean")
+        clean = telemetry.get("/v1/telemetry/summary", window="24h", processing_level="clean")
+        assert assert_turn_tiles(tab, telemetry, clean) == []
+        expect(section).to_be_hidden()
+        tab.testid("filter-processing_level").select_option("")
+        assert assert_turn_tiles(tab, telemetry, summary) == shown
+        expect(section).to_be_visible()
+        tab.assert_clean(telemetry)
+
+
+def test_voice_agent_section_is_absent_without_otlp_data(browser: Browser, telemetry: Telemetry) -> None:
+    with dashboard(browser, telemetry) as tab:
+        tab.refreshed()
+        summary = telemetry.get("/v1/telemetry/summary", window="24h")
+        assert all(summary["metrics"][m]["count"] == 0 for m in TURN_METRICS)
+        assert_tiles(tab, telemetry, summary)  # the rest of the page is drawn
+        expect(tab.testid("turns")).to_be_hidden()
+        assert assert_turn_tiles(tab, telemetry, summary) == []
+        expect(tab.testid("chart-turns")).to_have_count(0)
+        expect(tab.page.locator('[data-testid^="point-turn_"]')).to_have_count(0)
+        assert not [u for u in tab.requests if "metric=turn_" in u or "metric=llm_" in u]
+        tab.assert_clean(telemetry)
+
+
+def test_voice_agent_turns_without_app_events(browser: Browser) -> None:
+    """An agent-only deployment: the section shows although no app event exists."""
+    with telemetry_server() as server:
+        post_turns(server)
+        with dashboard(browser, server) as tab:
+            tab.refreshed()
+            summary = server.get("/v1/telemetry/summary", window="24h")
+            assert summary["metrics"]["ttfa_ms"]["count"] == 0
+            expect(tab.testid("turns")).to_be_visible()
+            assert len(assert_turn_tiles(tab, server, summary)) == 3
+            expect(tab.testid("tile-ttfa_ms-p95")).to_have_text(DASH)
+            tab.assert_clean(server)

@@ -148,3 +148,33 @@ def test_late_points_and_malformed_exports_are_answered_not_stored_or_crashed() 
                 assert c.post(path, content=body).status_code == 400
         (point,) = c.get("/v1/telemetry/series", params=params).json()["points"]
         assert point["count"] == 31
+
+
+def test_new_bucket_bounds_start_a_new_baseline_and_agent_versions_are_filter_choices() -> None:
+    store = TelemetryStore(":memory:")
+    app = create_telemetry_app(TelemetrySettings(), store=store, clock=lambda: T0 / 1000, background=False)
+    start = T0 * 1_000_000
+    params = {"metric": "turn_e2e_latency_ms", "stats": "p95,mean", "start_ms": T0, "end_ms": T0 + HOUR_MS,
+              "bucket": "1h"}  # fmt: skip
+    with TestClient(app) as c:
+        c.post(
+            "/v1/metrics",
+            content=json.dumps(export([2, 4, 2, 1, 1], start_ns=start, t_ms=T0 + 60_000)).encode(),
+        )
+        rebucketed = export([3, 5, 3, 2, 1, 1], start_ns=start, t_ms=T0 + 120_000)  # one more bound
+        point = rebucketed["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["histogram"]["dataPoints"][
+            0
+        ]
+        point["explicitBounds"] = [*BOUNDS_S, 2.0]
+        c.post("/v1/metrics", content=json.dumps(rebucketed).encode())
+        later = json.loads(json.dumps(rebucketed))
+        later_point = later["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["histogram"]["dataPoints"][
+            0
+        ]
+        later_point["bucketCounts"] = ["4", "8", "3", "2", "1", "2"]  # +1, +3, 0, 0, 0, +1
+        later_point["timeUnixNano"] = str((T0 + 180_000) * 1_000_000)
+        c.post("/v1/metrics", content=json.dumps(later).encode())
+        (got,) = c.get("/v1/telemetry/series", params=params).json()["points"]
+        assert got["count"] == 10 + 5  # the first point, then the growth after the new baseline
+        options = c.get("/v1/telemetry/options", params={"start_ms": T0, "end_ms": T0 + HOUR_MS}).json()
+        assert options["filters"]["app_version"] == ["3.1.0"]  # from the OTLP resource

@@ -427,14 +427,16 @@ class TelemetryStore:
                         [tenant, p.series],
                     )
                     last = cur.fetchone()
+                    stale = False
                     if last is not None and int(last[0]) == p.start_ns:
-                        before = json.loads(last[1])
-                        if len(before) != len(counts):
-                            continue  # the series changed its buckets mid-run: not comparable
-                        if any(a < b for a, b in zip(counts, before, strict=True)):
+                        saved = json.loads(last[1])
+                        if not isinstance(saved, dict) or saved.get("bounds") != list(p.bounds):
+                            stale = True  # new bucket bounds mid-run: this point is the new baseline
+                        elif any(a < b for a, b in zip(counts, saved["counts"], strict=True)):
                             continue  # an older point arriving late: its counts are in the later one
-                        counts = [a - b for a, b in zip(counts, before, strict=True)]
-                        total -= float(last[2] or 0.0)
+                        else:
+                            counts = [a - b for a, b in zip(counts, saved["counts"], strict=True)]
+                            total -= float(last[2] or 0.0)
                     # (no previous point, or a new start time: a restarted process, counted whole)
                     cur.execute(
                         self._sql("DELETE FROM telemetry_histogram_last WHERE tenant = ? AND series = ?"),
@@ -442,8 +444,13 @@ class TelemetryStore:
                     )
                     cur.execute(
                         self._sql("INSERT INTO telemetry_histogram_last VALUES (?, ?, ?, ?, ?)"),
-                        [tenant, p.series, p.start_ns, json.dumps(list(p.counts)), p.total_ms],
-                    )
+                        [
+                            tenant, p.series, p.start_ns,
+                            json.dumps({"bounds": list(p.bounds), "counts": list(p.counts)}), p.total_ms,
+                        ],
+                    )  # fmt: skip
+                    if stale:
+                        continue
                 if not any(counts):
                     continue
                 cur.execute(
@@ -480,14 +487,17 @@ class TelemetryStore:
             acc[-1] += float(total or 0.0)
         points = []
         for t, by_bounds in sorted(merged.items()):
-            bounds_text, acc = max(by_bounds.items(), key=lambda kv: sum(kv[1][:-1]))  # the main layout
+            # percentiles from the layout holding most observations (layouts do not merge); the
+            # count and the mean are over all of them
+            bounds_text, acc = max(by_bounds.items(), key=lambda kv: sum(kv[1][:-1]))
             counts = [int(c) for c in acc[:-1]]
             bounds = json.loads(bounds_text)
-            n = sum(counts)
+            n = sum(int(sum(a[:-1])) for a in by_bounds.values())
+            total_ms = sum(a[-1] for a in by_bounds.values())
             values: dict[str, float | None] = {}
             for stat in stats:
                 values[stat] = (
-                    acc[-1] / n
+                    total_ms / n
                     if stat == "mean"
                     else histogram_quantile(_quantile_label(stat), bounds, counts)
                 )
@@ -740,10 +750,16 @@ class TelemetryStore:
         where, params = self._where(q, None, q.start_ms, q.end_ms)
         out = {}
         for key in FILTERS:
+            # OTLP histograms carry a version and a provider too: their values are choices as well
+            histograms = (
+                f" UNION SELECT DISTINCT {key} FROM telemetry_histograms WHERE {where} AND {key} IS NOT NULL"
+                if key in ("app_version", "provider") and not q.filters
+                else ""
+            )
             rows = self._read(
-                f"SELECT DISTINCT {key} FROM telemetry_events WHERE {where} AND {key} IS NOT NULL "
-                f"ORDER BY {key} LIMIT 200",
-                params,
+                f"SELECT {key} FROM (SELECT DISTINCT {key} FROM telemetry_events WHERE {where} "
+                f"AND {key} IS NOT NULL{histograms}) AS x ORDER BY {key} LIMIT 200",
+                [*params, *(params if histograms else [])],
             )
             out[key] = [str(r[0]) for r in rows]
         return out

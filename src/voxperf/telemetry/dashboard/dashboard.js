@@ -3,6 +3,8 @@
 // Numbers are shown exactly as the API returns them, formatted one way everywhere (fmt): times in
 // ms with one decimal, ratios as percentages with one decimal, throughput per minute with two.
 // Each shown number has a stable data-testid. ?refresh=SECONDS overrides the 10 s live interval.
+// Metrics from OTLP histograms (options' event "otlp") have estimated percentiles and no single
+// events: they are drawn in their own section, marked as estimates, and never offer a drill-down.
 "use strict";
 
 (function () {
@@ -25,6 +27,17 @@
     { metric: "rewrite_ms", stat: "p95", label: "Dictation rewrite p95", hint: "pipeline stage" },
     { metric: "paste_ms", stat: "p95", label: "Dictation paste p95", hint: "pipeline stage" },
   ];
+
+  // LiveKit Agents' turn latencies (OTLP explicit-bucket histograms): a tile and a line for each that
+  // has data in the window; the section is hidden when none has.
+  const TURN_TILES = [
+    { metric: "turn_e2e_latency_ms", stat: "p95", label: "Turn end-to-end p95", short: "end-to-end", hint: "user stops \u2192 agent speaks" },
+    { metric: "llm_ttft_ms", stat: "p95", label: "LLM TTFT p95", short: "LLM TTFT", hint: "LLM time to first token" },
+    { metric: "tts_ttfb_ms", stat: "p95", label: "TTS TTFB p95", short: "TTS TTFB", hint: "TTS time to first byte" },
+    { metric: "transcription_delay_ms", stat: "p95", label: "Transcription delay p95", short: "transcription", hint: "end of speech \u2192 final transcript" },
+    { metric: "end_of_turn_delay_ms", stat: "p95", label: "End-of-turn delay p95", short: "end of turn", hint: "end of speech \u2192 turn decided" },
+  ];
+  const ESTIMATED = "estimated from histogram buckets";
 
   const CHARTS = [
     {
@@ -82,6 +95,7 @@
     refreshes: 0,
     interval: refreshInterval(),
     units: {},
+    events: {}, // metric -> the event carrying it ("otlp": an OTLP histogram)
     last: null, // the latest rendered data, redrawn on resize
     drill: null, // {metric, t_ms, bucket_ms}
     needsKey: false,
@@ -134,6 +148,10 @@
 
   function statPrefix(line) {
     return line.stat === "value" ? "" : line.stat + " ";
+  }
+
+  function isHistogram(metric) {
+    return state.events[metric] === "otlp";
   }
 
   function statLabel(line) {
@@ -268,6 +286,8 @@
         if (line.stat !== "value" && !wanted[line.metric].includes(line.stat)) wanted[line.metric].push(line.stat);
       }
     }
+    const turns = activeTurns(summary);
+    for (const tile of turns) wanted[tile.metric] = [tile.stat];
     const seriesJobs = Object.entries(wanted).map(([metric, stats]) =>
       api("/v1/telemetry/series", Object.assign({ metric: metric, stats: stats.join(",") || "p50" }, scoped)).then(
         (answer) => [metric, answer],
@@ -295,7 +315,22 @@
       tables[table] = tables[table] || {};
       tables[table][metric] = rows;
     }
-    return { summary: summary, options: options, alerts: alerts, series: Object.fromEntries(series), tables: tables };
+    return {
+      summary: summary,
+      options: options,
+      alerts: alerts,
+      series: Object.fromEntries(series),
+      tables: tables,
+      turns: turns,
+    };
+  }
+
+  // the turn metrics with data in the summary's window (the others get no tile and no line)
+  function activeTurns(summary) {
+    return TURN_TILES.filter((tile) => {
+      const m = (summary.metrics || {})[tile.metric];
+      return m && m.count > 0;
+    });
   }
 
   // ---- refresh loop -----------------------------------------------------------------------------
@@ -317,7 +352,10 @@
       byId("auth").hidden = true;
       byId("forget-key").hidden = !sessionStorage.getItem(KEY_STORAGE);
       showError(null);
-      for (const [name, info] of Object.entries(data.options.metrics || {})) state.units[name] = info.unit;
+      for (const [name, info] of Object.entries(data.options.metrics || {})) {
+        state.units[name] = info.unit;
+        state.events[name] = info.event;
+      }
       fillOptions(data.options.filters || {});
       state.last = data;
       render(data);
@@ -359,6 +397,7 @@
     byId("range").textContent = utcMinute(s.start_ms) + " \u2192 " + utcMinute(s.end_ms) + " UTC";
     renderAlerts(data.alerts);
     renderTiles(s);
+    renderTurnTiles(data);
     renderCharts(data);
     renderBreakdown("providers", data.tables.providers || {});
     renderBreakdown("versions", data.tables.versions || {});
@@ -426,59 +465,95 @@
       error_rate: "Error rate",
       throughput: "Throughput",
       first_byte_ms: "First byte",
+      turn_e2e_latency_ms: "Turn end-to-end",
+      llm_ttft_ms: "LLM TTFT",
+      tts_ttfb_ms: "TTS TTFB",
+      transcription_delay_ms: "Transcription delay",
+      end_of_turn_delay_ms: "End-of-turn delay",
     };
     return names[metric] || metric.replace(/_ms$/, "").replace(/_/g, " ");
   }
 
   function renderTiles(summary) {
-    const box = byId("tiles");
-    box.replaceChildren();
-    for (const tile of TILES) {
-      const m = (summary.metrics || {})[tile.metric] || {};
-      const value = m[tile.stat];
-      const threshold = thresholdFor(summary.thresholds, tile.metric, tile.stat);
-      const level = levelOf(threshold, value);
-      const id = "tile-" + tile.metric + "-" + tile.stat;
-      const limits = threshold
-        ? ["warning", "error"]
-            .filter((l) => isNumber(threshold[l]))
-            .map((l) =>
-              el("span", { className: "limit limit-" + l }, [
-                document.createTextNode(l + " "),
-                el("span", { "data-testid": id + "-" + l, text: limitText(threshold, l) }),
-              ]),
-            )
-        : [];
-      box.appendChild(
-        el("div", { className: "tile level-" + level, "data-level": level, role: "group", "aria-labelledby": id + "-label" }, [
-          el("div", { className: "tile-label", id: id + "-label", text: tile.label }),
-          el("div", { className: "tile-value", "data-testid": id, "data-value": isNumber(value) ? value : "", text: fmt(tile.metric, value) }),
-          el("div", { className: "tile-sub" }, [
-            el("span", { "data-testid": id + "-count", text: fmtCount(m.count) }),
-            document.createTextNode(" events \u00b7 " + tile.hint),
-          ]),
-          limits.length ? el("div", { className: "tile-limits" }, limits) : null,
+    byId("tiles").replaceChildren(...TILES.map((tile) => tileNode(tile, summary, "events")));
+  }
+
+  // the voice agent section: shown only when a turn metric has data in the window
+  function renderTurnTiles(data) {
+    const turns = data.turns || [];
+    byId("turns").hidden = turns.length === 0;
+    byId("turn-tiles").replaceChildren(...turns.map((tile) => tileNode(tile, data.summary, "observations")));
+  }
+
+  function tileNode(tile, summary, counted) {
+    const m = (summary.metrics || {})[tile.metric] || {};
+    const value = m[tile.stat];
+    const threshold = thresholdFor(summary.thresholds, tile.metric, tile.stat);
+    const level = levelOf(threshold, value);
+    const id = "tile-" + tile.metric + "-" + tile.stat;
+    const estimated = isHistogram(tile.metric) || m.source === "histogram";
+    const limits = threshold
+      ? ["warning", "error"]
+          .filter((l) => isNumber(threshold[l]))
+          .map((l) =>
+            el("span", { className: "limit limit-" + l }, [
+              document.createTextNode(l + " "),
+              el("span", { "data-testid": id + "-" + l, text: limitText(threshold, l) }),
+            ]),
+          )
+      : [];
+    return el(
+      "div",
+      {
+        className: "tile level-" + level + (estimated ? " estimated" : ""),
+        "data-level": level,
+        "data-estimated": estimated ? "true" : null,
+        role: "group",
+        "aria-labelledby": id + "-label",
+      },
+      [
+        el("div", { className: "tile-label", id: id + "-label", text: tile.label }),
+        el("div", { className: "tile-value", "data-testid": id, "data-value": isNumber(value) ? value : "", text: fmt(tile.metric, value) }),
+        el("div", { className: "tile-sub" }, [
+          el("span", { "data-testid": id + "-count", text: fmtCount(m.count) }),
+          document.createTextNode(" " + counted + " \u00b7 " + tile.hint),
         ]),
-      );
-    }
+        estimated ? el("div", { className: "tile-sub tile-estimated", "data-testid": id + "-estimated", text: ESTIMATED }) : null,
+        limits.length ? el("div", { className: "tile-limits" }, limits) : null,
+      ],
+    );
   }
 
   // ---- charts -----------------------------------------------------------------------------------
 
   function renderCharts(data) {
-    const box = byId("charts");
-    for (const chart of CHARTS) {
-      let figure = byId("chart-" + chart.id);
-      if (!figure) {
-        figure = el("figure", { className: "chart", id: "chart-" + chart.id, "data-testid": "chart-" + chart.id }, [
-          el("figcaption", { text: chart.title }),
-          el("div", { className: "plot" }),
-          el("div", { className: "legend" }),
-        ]);
-        box.appendChild(figure);
-      }
-      drawChart(figure, chart, data);
+    for (const chart of CHARTS) drawChart(figureFor(byId("charts"), chart), chart, data);
+    const turns = turnChart(data);
+    if (turns) drawChart(figureFor(byId("turn-charts"), turns), turns, data);
+  }
+
+  function figureFor(box, chart) {
+    let figure = byId("chart-" + chart.id);
+    if (!figure) {
+      figure = el("figure", { className: "chart", id: "chart-" + chart.id, "data-testid": "chart-" + chart.id }, [
+        el("figcaption", { text: chart.title }),
+        el("div", { className: "plot" }),
+        el("div", { className: "legend" }),
+      ]);
+      box.appendChild(figure);
     }
+    return figure;
+  }
+
+  // one chart with the p95 line of each turn metric that has data (none: no chart)
+  function turnChart(data) {
+    const turns = data.turns || [];
+    if (!turns.length) return null;
+    return {
+      id: "turns",
+      title: "Voice agent turn latencies p95 (" + ESTIMATED + ")",
+      lines: turns.map((tile) => ({ metric: tile.metric, stat: tile.stat, label: tile.short })),
+    };
   }
 
   function niceStep(raw) {
@@ -513,8 +588,6 @@
     const end = anySeries.end_ms;
     const bucket = anySeries.bucket_ms;
     const unit = unitOf(chart.lines[0].metric);
-    const drillable = unit === "ms" || chart.lines.every((l) => l.metric === "streaming_efficiency");
-
     const lines = chart.lines.map((line, i) => ({
       line: line,
       index: i,
@@ -522,6 +595,10 @@
         .filter((p) => isNumber(p[line.stat]))
         .map((p) => ({ t: p.t_ms, v: p[line.stat], count: p.count, source: p.source })),
     }));
+    // an OTLP histogram has no single events: nothing to drill into (the API answers 400)
+    const estimated =
+      chart.lines.some((l) => isHistogram(l.metric)) || lines.some((l) => l.points.some((p) => p.source === "histogram"));
+    const drillable = !estimated && (unit === "ms" || chart.lines.every((l) => l.metric === "streaming_efficiency"));
     const limits = [];
     for (const line of chart.lines) {
       const t = thresholdFor(thresholds, line.metric, line.stat);
@@ -658,13 +735,13 @@
         const testid = "point-" + l.line.metric + "-" + l.line.stat + "-" + p.t + (seen.has(p.t) ? "-" + p.source : "");
         seen.add(p.t);
         const label =
-          metricTitle(l.line.metric) + " " + statLabel(l.line) + " " + utcClock(p.t) + "\u2013" + utcClock(p.t + bucket) +
-          ": " + fmt(l.line.metric, p.v) + " (" + p.count + " events)";
+          metricTitle(l.line.metric) + " " + (single ? statLabel(l.line) : l.line.stat) + " " + utcClock(p.t) + "\u2013" + utcClock(p.t + bucket) +
+          ": " + fmt(l.line.metric, p.v) + " (" + p.count + (estimated ? " observations, " + ESTIMATED + ")" : " events)");
         const dot = svg("circle", {
           cx: x(p.t + bucket / 2),
           cy: y(p.v),
           r: 4,
-          class: "point" + (drillable ? " drill" : ""),
+          class: "point" + (drillable ? " drill" : "") + (estimated ? " estimated" : ""),
           "data-testid": testid,
           "data-value": p.v,
           "data-t": p.t,
@@ -721,6 +798,7 @@
   // ---- drill-down -------------------------------------------------------------------------------
 
   async function drill(metric, t, bucket, source) {
+    if (isHistogram(metric)) return; // no single events behind an OTLP histogram
     state.drill = { metric: metric, t_ms: t, bucket_ms: bucket };
     if (state.last) renderCharts(state.last);
     const caption = byId("drill-caption");
