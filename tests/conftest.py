@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
 import json
 import math
 import os
@@ -372,13 +373,21 @@ def start_serve(
         stderr=subprocess.PIPE if log is None else log.open("wb"),
         env={**os.environ, "NO_COLOR": "1"},
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    wait_until_up(proc, f"http://127.0.0.1:{port}/readyz")
+    return proc
+
+
+def wait_until_up(proc: subprocess.Popen[bytes], url: str, timeout_s: float = 60) -> None:
+    """Poll ``url`` until it answers 200; if the server exits or never answers, kill it and fail
+    with what it printed on stderr."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
 
@@ -518,3 +527,52 @@ def telemetry_line(
             },
         }
     )
+
+
+def livekit_export(
+    cumulative: dict[str, list[int]],
+    *,
+    bounds_s: Sequence[float],
+    start_ns: int,
+    t_ms: int,
+    version: str = "1.2.0",
+) -> dict[str, Any]:
+    """An OTLP/HTTP JSON metrics export as LiveKit Agents' OpenTelemetry SDK sends it: cumulative
+    explicit-bucket histograms in seconds (metric name -> bucket counts), plus a metric the
+    service does not map (one rejected data point)."""
+    # each bucket's observations at its middle (the open top one at its lower bound)
+    mids = [(a + b) / 2 for a, b in itertools.pairwise([0.0, *bounds_s])] + [bounds_s[-1]]
+    metrics: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "description": "LiveKit Agents turn latency",
+            "unit": "s",
+            "histogram": {
+                "aggregationTemporality": 2,
+                "dataPoints": [
+                    {
+                        "startTimeUnixNano": str(start_ns),
+                        "timeUnixNano": str(t_ms * 1_000_000),
+                        "count": str(sum(counts)),
+                        "sum": sum(c * m for c, m in zip(counts, mids, strict=True)),
+                        "bucketCounts": [str(c) for c in counts],
+                        "explicitBounds": list(bounds_s),
+                    }
+                ],
+            },
+        }
+        for name, counts in cumulative.items()
+    ]
+    metrics.append({"name": "lk.agents.session.count", "sum": {"dataPoints": [{"asInt": "3"}]}})
+    resource = [
+        {"key": "service.name", "value": {"stringValue": "voice-agent"}},
+        {"key": "service.version", "value": {"stringValue": version}},
+    ]
+    return {
+        "resourceMetrics": [
+            {
+                "resource": {"attributes": resource},
+                "scopeMetrics": [{"scope": {"name": "livekit-agents"}, "metrics": metrics}],
+            }
+        ]
+    }

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +30,7 @@ from voxperf.telemetry.server import TelemetrySettings, create_telemetry_app
 from voxperf.telemetry.store import TelemetryStore
 
 from .conftest import ARGS, CHROMIUM, TELEMETRY_EXAMPLE, serve_app
+from .conftest import livekit_export as shared_livekit_export
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -182,45 +182,7 @@ def turn_histograms(seed: int = 11) -> tuple[dict[str, list[int]], dict[str, lis
 
 
 def livekit_export(cumulative: dict[str, list[int]], *, start_ns: int, t_ms: int) -> dict[str, Any]:
-    """An OTLP/HTTP JSON metrics export as LiveKit Agents' OpenTelemetry SDK sends it: cumulative
-    explicit-bucket histograms in seconds, plus a metric the service does not map."""
-    # each bucket's observations at its middle (the open top one at its lower bound)
-    mids = [(a + b) / 2 for a, b in pairwise([0.0, *TURN_BOUNDS_S])] + [TURN_BOUNDS_S[-1]]
-    metrics: list[dict[str, Any]] = [
-        {
-            "name": name,
-            "description": "LiveKit Agents turn latency",
-            "unit": "s",
-            "histogram": {
-                "aggregationTemporality": 2,
-                "dataPoints": [
-                    {
-                        "startTimeUnixNano": str(start_ns),
-                        "timeUnixNano": str(t_ms * 1_000_000),
-                        "count": str(sum(counts)),
-                        "sum": sum(c * m for c, m in zip(counts, mids, strict=True)),
-                        "bucketCounts": [str(c) for c in counts],
-                        "explicitBounds": TURN_BOUNDS_S,
-                    }
-                ],
-            },
-        }
-        for name, counts in cumulative.items()
-    ]
-    metrics.append({"name": "lk.agents.session.count", "sum": {"dataPoints": [{"asInt": "3"}]}})
-    return {
-        "resourceMetrics": [
-            {
-                "resource": {
-                    "attributes": [
-                        {"key": "service.name", "value": {"stringValue": "voice-agent"}},
-                        {"key": "service.version", "value": {"stringValue": "1.2.0"}},
-                    ]
-                },
-                "scopeMetrics": [{"scope": {"name": "livekit-agents"}, "metrics": metrics}],
-            }
-        ]
-    }
+    return shared_livekit_export(cumulative, bounds_s=TURN_BOUNDS_S, start_ns=start_ns, t_ms=t_ms)
 
 
 # ---- the server ----------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from voxperf.telemetry.histograms import histogram_quantile
 from voxperf.telemetry.server import TelemetrySettings, create_telemetry_app
 from voxperf.telemetry.store import HOUR_MS, TelemetryStore
 
+from .conftest import livekit_export
+
 T0 = 1_796_083_200_000
 BOUNDS_S = [0.1, 0.2, 0.5, 1.0]
 
@@ -47,37 +49,7 @@ def test_estimates_are_monotone_and_inside_the_bounds(counts: list[int], a: floa
 def export(
     counts: list[int], *, start_ns: int, t_ms: int, name: str = "lk.agents.turn.e2e_latency"
 ) -> dict[str, Any]:
-    return {
-        "resourceMetrics": [
-            {
-                "resource": {"attributes": [{"key": "service.version", "value": {"stringValue": "3.1.0"}}]},
-                "scopeMetrics": [
-                    {
-                        "metrics": [
-                            {
-                                "name": name,
-                                "unit": "s",
-                                "histogram": {
-                                    "aggregationTemporality": 2,
-                                    "dataPoints": [
-                                        {
-                                            "startTimeUnixNano": str(start_ns),
-                                            "timeUnixNano": str(t_ms * 1_000_000),
-                                            "count": str(sum(counts)),
-                                            "sum": 0.3 * sum(counts),
-                                            "bucketCounts": [str(c) for c in counts],
-                                            "explicitBounds": BOUNDS_S,
-                                        }
-                                    ],
-                                },
-                            },
-                            {"name": "process.cpu.time", "sum": {"dataPoints": [{"asDouble": 1.0}]}},
-                        ]
-                    }
-                ],
-            }
-        ]
-    }
+    return livekit_export({name: counts}, bounds_s=BOUNDS_S, start_ns=start_ns, t_ms=t_ms, version="3.1.0")
 
 
 def test_cumulative_livekit_histograms_become_deltas_stored_once() -> None:
@@ -161,19 +133,16 @@ def test_new_bucket_bounds_start_a_new_baseline_and_agent_versions_are_filter_ch
             "/v1/metrics",
             content=json.dumps(export([2, 4, 2, 1, 1], start_ns=start, t_ms=T0 + 60_000)).encode(),
         )
-        rebucketed = export([3, 5, 3, 2, 1, 1], start_ns=start, t_ms=T0 + 120_000)  # one more bound
-        point = rebucketed["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["histogram"]["dataPoints"][
-            0
-        ]
-        point["explicitBounds"] = [*BOUNDS_S, 2.0]
-        c.post("/v1/metrics", content=json.dumps(rebucketed).encode())
-        later = json.loads(json.dumps(rebucketed))
-        later_point = later["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["histogram"]["dataPoints"][
-            0
-        ]
-        later_point["bucketCounts"] = ["4", "8", "3", "2", "1", "2"]  # +1, +3, 0, 0, 0, +1
-        later_point["timeUnixNano"] = str((T0 + 180_000) * 1_000_000)
-        c.post("/v1/metrics", content=json.dumps(later).encode())
+        more_bounds = [*BOUNDS_S, 2.0]  # one more bound, same series and start time
+        for counts, t_ms in (([3, 5, 3, 2, 1, 1], T0 + 120_000), ([4, 8, 3, 2, 1, 2], T0 + 180_000)):
+            doc = livekit_export(
+                {"lk.agents.turn.e2e_latency": counts},
+                bounds_s=more_bounds,
+                start_ns=start,
+                t_ms=t_ms,
+                version="3.1.0",
+            )
+            c.post("/v1/metrics", content=json.dumps(doc).encode())  # the second adds +1, +3, 0, 0, 0, +1
         (got,) = c.get("/v1/telemetry/series", params=params).json()["points"]
         assert got["count"] == 10 + 5  # the first point, then the growth after the new baseline
         options = c.get("/v1/telemetry/options", params={"start_ms": T0, "end_ms": T0 + HOUR_MS}).json()

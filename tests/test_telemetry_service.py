@@ -383,8 +383,9 @@ def test_a_failing_store_is_a_503_the_client_retries_and_nothing_is_half_stored(
 def _start_telemetry(store: str, port: int, log: Any) -> Any:
     import subprocess
     import sys
-    import time
     from pathlib import Path
+
+    from .conftest import wait_until_up
 
     voxperf = str(Path(sys.executable).parent / "voxperf")
     proc = subprocess.Popen(
@@ -392,16 +393,8 @@ def _start_telemetry(store: str, port: int, log: Any) -> Any:
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, "voxperf telemetry serve exited"
-        time.sleep(0.05)
-    raise AssertionError("voxperf telemetry serve did not start")
+    wait_until_up(proc, f"http://127.0.0.1:{port}/healthz")
+    return proc
 
 
 @pytest.mark.slow
@@ -486,3 +479,14 @@ def test_an_endless_chunked_body_is_cut_off_at_the_bound() -> None:
             status = 413
         assert status == 413  # (uvicorn drains what the client still sends; the app keeps none of it)
         assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_settings_come_from_flags_then_the_environment_and_a_bad_one_is_named() -> None:
+    from voxperf.errors import UsageError
+    from voxperf.telemetry.server import load_settings
+
+    env = {"VOXPERF_TELEMETRY_API_KEYS": "acme:k1, globex:k2", "VOXPERF_TELEMETRY_RAW_DAYS": "7"}
+    got = load_settings({"raw_days": 3.0, "store": None}, env=env)
+    assert got.api_keys == ["acme:k1", "globex:k2"] and got.raw_days == 3.0  # the flag wins
+    with pytest.raises(UsageError, match="bad VOXPERF_TELEMETRY_MAX_INFLIGHT"):
+        load_settings({}, env={"VOXPERF_TELEMETRY_MAX_INFLIGHT": "0"})

@@ -14,13 +14,13 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from voxperf.errors import UsageError
 
-__all__ = ["ServiceSettings", "env_name"]
+__all__ = ["ServiceSettings", "env_name", "validated"]
 
 
 def env_name(setting: str) -> str:
@@ -108,14 +108,7 @@ class ServiceSettings(BaseModel):
                 values[name], sources[name] = env[env_name(name)], env_name(name)
             elif name in table:
                 values[name], sources[name] = table[name], f"[tool.voxperf.serve] {name} in {path}"
-        try:
-            settings = cls.model_validate(values)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            name = str(first["loc"][0]) if first["loc"] else "settings"
-            raise UsageError(
-                f"bad {sources.get(name, name)}: {first['msg']}", "fix it, or unset it for the default"
-            ) from None
+        settings = validated(cls, values, sources)
         settings.validate_urls()
         return settings
 
@@ -134,6 +127,22 @@ class ServiceSettings(BaseModel):
                 "Celery workers need a job database they can reach too",
                 "give --jobs-db postgresql://... (VOXPERF_JOBS_DB) with --broker",
             )
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validated(model: type[Model], values: dict[str, Any], sources: Mapping[str, str]) -> Model:
+    """``model`` from ``values``; a bad one is a usage error naming where it came from (the flag,
+    the variable or the file) and the rule it broke."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "settings"
+        raise UsageError(
+            f"bad {sources.get(name, name)}: {first['msg']}", "fix it, or unset it for the default"
+        ) from None
 
 
 def _pyproject_table(path: Path) -> dict[str, Any]:

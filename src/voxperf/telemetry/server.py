@@ -584,7 +584,7 @@ def load_settings(flags: dict[str, Any], env: dict[str, str] | None = None) -> T
     is a usage error naming where it came from."""
     import os
 
-    from pydantic import ValidationError
+    from voxperf.service.settings import validated
 
     env = dict(os.environ) if env is None else env
     values: dict[str, Any] = {}
@@ -597,11 +597,4 @@ def load_settings(flags: dict[str, Any], env: dict[str, str] | None = None) -> T
             raw = env[variable]
             values[name] = [p.strip() for p in raw.split(",") if p.strip()] if name == "api_keys" else raw
             sources[name] = variable
-    try:
-        return TelemetrySettings.model_validate(values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "settings"
-        raise UsageError(
-            f"bad {sources.get(name, name)}: {first['msg']}", "fix it, or unset it for the default"
-        ) from None
+    return validated(TelemetrySettings, values, sources)
